@@ -1,0 +1,52 @@
+# Two commands do everything: `make lab` and `make test`. Both build .venv when needed.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+# Which torch to install first. CPU-only machines without internet to download.pytorch.org can
+# point this at a local CPU build, as CI does: make test TORCH=torch==2.13.0
+TORCH ?= torch>=2.2
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bnlab-installed
+# This machine's pip.conf names local indexes that do not exist; the warnings drown real errors.
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: setup lab test unit nbval bench execute clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing $(TORCH) and bnlab into $(VENV) ..."
+	$(PY) -m pip install -q "$(TORCH)" 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q -e ".[test]" 2>&1 | $(QUIET_PIP)
+	@touch $@
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/00_index.ipynb $(LAB_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+nbval: $(STAMP)
+	$(PY) -m pytest notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)
+
+# Re-execute every lesson in place, top to bottom, as students should find them.
+execute: $(STAMP)
+	cd notebooks && ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.store_widget_state=True [0-9]*.ipynb
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_batchnorm.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
