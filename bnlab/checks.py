@@ -1,0 +1,78 @@
+"""Checks for the claims a lesson makes, and the gradient-checking tools of lesson 02.
+
+``check`` prints ``✓ claim`` or raises ``CheckFailed`` with the numbers behind the claim, so a
+notebook whose result changes fails under nbval instead of silently telling a story that is no longer true.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["CheckFailed", "check", "check_close", "rel_error", "numerical_gradient"]
+
+
+class CheckFailed(AssertionError):
+    """A lesson's claim does not hold for the numbers it was run with."""
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value)
+
+
+def check(condition, claim: str, **numbers) -> None:
+    """Print ``✓ claim`` when condition is true; otherwise raise CheckFailed showing ``numbers``.
+
+    check(acc_bn > acc_plain + 0.3, "BN is far ahead after 200 steps", acc_bn=acc_bn, acc_plain=acc_plain)
+    """
+    if not bool(condition):
+        detail = ", ".join(f"{k}={_fmt(v)}" for k, v in numbers.items())
+        raise CheckFailed(f"✗ {claim}" + (f"  [{detail}]" if detail else ""))
+    print(f"✓ {claim}")
+
+
+def _as_numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch tensors, without importing torch here
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def check_close(actual, expected, claim: str, atol: float = 1e-10) -> None:
+    """check that max |actual - expected| <= atol (shapes must match exactly; nothing broadcasts)."""
+    a, e = _as_numpy(actual), _as_numpy(expected)
+    if a.shape != e.shape:
+        raise ValueError(f"check_close: shapes differ, {a.shape} vs {e.shape}")
+    err = float(np.max(np.abs(a - e))) if a.size else 0.0
+    check(err <= atol, f"{claim} (max |difference| <= {atol:g})", max_difference=err)
+
+
+def rel_error(x, y) -> float:
+    """max |x - y| / max(1e-8, |x| + |y|): the relative error gradient checks report (CS231n's)."""
+    x, y = _as_numpy(x), _as_numpy(y)
+    if x.shape != y.shape:
+        raise ValueError(f"rel_error: shapes differ, {x.shape} vs {y.shape}")
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+def numerical_gradient(f, x: np.ndarray, dout: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """Centred finite differences of L(x) = sum(f(x) * dout) with respect to x.
+
+    dL/dx_i ~ (L(x + h e_i) - L(x - h e_i)) / (2h), error O(h^2). x is perturbed in place and restored.
+    Use float64: in float32, h = 1e-5 is below the rounding error of f.
+    """
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"numerical_gradient needs a floating-point x, got {x.dtype}")
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + h
+        plus = np.sum(f(x) * dout)
+        x[i] = old - h
+        minus = np.sum(f(x) * dout)
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * h)
+        it.iternext()
+    return grad

@@ -1,0 +1,118 @@
+"""`batch_norm`: torch.nn.functional.batch_norm written from scratch, with a hand-written backward.
+
+It calls none of torch's batch-norm kernels: the forward is the lesson-01 formula in plain tensor
+ops and the backward is the lesson-02 closed form, wrapped in a ``torch.autograd.Function``. Same
+signature, same results and same running-statistics update as torch's, so either can replace the other.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ["batch_norm"]
+
+
+def _shapes(x: torch.Tensor):
+    """Reduction dims (all but the channel dim) and the shape that broadcasts a (C,) vector over x."""
+    dims = [0] + list(range(2, x.dim()))
+    return dims, (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """y = weight * (x - mu) / sqrt(var + eps) + bias with a closed-form backward (lesson 02)."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, training, momentum, eps):
+        dims, shape = _shapes(input)
+        if training:
+            m = input.numel() // input.shape[1]
+            mean = input.mean(dims)
+            x_hat = input - mean.view(shape)
+            # two passes (centre first, then square): E[x^2] - E[x]^2 cancels catastrophically
+            # when |mean| >> std, e.g. float32 inputs offset by 1e4
+            var = x_hat.square().mean(dims)
+            invstd = torch.rsqrt(var + eps)
+            if running_mean is not None:
+                with torch.no_grad():
+                    running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+                    # unbiased variance for the running estimate, as torch does
+                    running_var.mul_(1 - momentum).add_(var.to(running_var.dtype) * (m / (m - 1)), alpha=momentum)
+        else:
+            x_hat = input - running_mean.view(shape)
+            invstd = torch.rsqrt(running_var + eps)
+        x_hat.mul_(invstd.view(shape))  # in place: the centred copy is not needed any more
+        if weight is not None:
+            out = x_hat * weight.view(shape)
+        else:
+            out = x_hat.clone()
+        if bias is not None:
+            out.add_(bias.view(shape))
+        ctx.save_for_backward(x_hat, invstd, weight)
+        ctx.training = training
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x_hat, invstd, weight = ctx.saved_tensors
+        dims, shape = _shapes(x_hat)
+        grad_out = grad_out.contiguous()
+        sum_dy = grad_out.sum(dims)
+        sum_dy_xhat = (grad_out * x_hat).sum(dims)
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            scale = invstd if weight is None else weight * invstd
+            if ctx.training:
+                # dx = gamma / sqrt(var + eps) * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+                m = x_hat.numel() // x_hat.shape[1]
+                grad_input = torch.addcmul(grad_out - (sum_dy / m).view(shape), x_hat,
+                                           (sum_dy_xhat / m).view(shape), value=-1)
+                grad_input.mul_(scale.view(shape))
+            else:
+                # eval: mu and var are constants, BN is an affine map of x
+                grad_input = grad_out * scale.view(shape)
+        grad_weight = sum_dy_xhat if ctx.needs_input_grad[1] else None
+        grad_bias = sum_dy if ctx.needs_input_grad[2] else None
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _check_inputs(input, running_mean, running_var, weight, bias, training, eps):
+    if not isinstance(input, torch.Tensor):
+        raise ValueError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if not input.is_floating_point():
+        raise ValueError(f"input must be a floating-point tensor, got dtype {input.dtype}")
+    if input.dim() < 2:
+        raise ValueError(f"input must have at least 2 dims (N, C, ...), got shape {tuple(input.shape)}")
+    C = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (C,):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, but the input has {C} channels "
+                             f"(shape {tuple(input.shape)}, channels on dim 1)")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if training and input.numel() // max(C, 1) < 2:
+        raise ValueError("expected more than 1 value per channel when training, "
+                         f"got input shape {tuple(input.shape)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("running_mean and running_var are required when training=False")
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalization over dim 1 of ``input``, like ``torch.nn.functional.batch_norm``.
+
+    For each channel c, over the batch and all spatial positions (m values):
+        training:  mu_c = mean x_c,  var_c = mean (x_c - mu_c)^2  (biased, used to normalize)
+                   running_mean <- (1 - momentum) * running_mean + momentum * mu_c
+                   running_var  <- (1 - momentum) * running_var  + momentum * var_c * m / (m - 1)
+                   (in place, when the running tensors are given)
+        eval:      mu_c = running_mean_c,  var_c = running_var_c
+        y = weight_c * (x - mu_c) / sqrt(var_c + eps) + bias_c
+
+    input: (N, C, *spatial); running_mean, running_var, weight, bias: (C,) or None.
+    """
+    _check_inputs(input, running_mean, running_var, weight, bias, training, eps)
+    return BatchNormFunction.apply(input, weight, bias, running_mean, running_var,
+                                   bool(training), float(momentum), float(eps))
