@@ -21,6 +21,7 @@ __all__ = [
     "layernorm_forward",
     "layernorm_backward",
     "layernorm_backward_staged",
+    "running_average",
 ]
 
 
@@ -235,3 +236,28 @@ def layernorm_backward_staged(dout, cache):
     _check_dout(dout, cache)
     dx_hat, dgamma, dbeta = _affine_backward(dout, cache)
     return _dx_staged(dx_hat, cache), dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------- running statistics
+def running_average(batch_values, momentum, initial=0.0):
+    """The running estimate BN keeps, step by step, in PyTorch's convention:
+
+        r_t = (1 - momentum) * r_{t-1} + momentum * b_t,   r_0 = initial
+
+    Keras writes the same update as r_t = m * r_{t-1} + (1 - m) * b_t with m = 0.99 by default,
+    i.e. torch momentum 1 - m = 0.01; CS231n uses m = 0.9, i.e. torch momentum 0.1.
+    momentum=None is torch's cumulative average: r_t = mean(b_1..b_t).
+    batch_values: (T,) or (T, C). Returns r_1..r_T with the same shape.
+    """
+    b = np.asarray(batch_values, dtype=np.float64)
+    if b.ndim not in (1, 2) or len(b) == 0:
+        raise ValueError(f"batch_values must be a non-empty (T,) or (T, C) array, got shape {b.shape}")
+    if momentum is not None and not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
+    out = np.empty_like(b)
+    r = np.full(b.shape[1:], initial, dtype=np.float64)
+    for t, value in enumerate(b):
+        factor = 1.0 / (t + 1) if momentum is None else momentum
+        r = (1.0 - factor) * r + factor * value
+        out[t] = r
+    return out
