@@ -1,0 +1,55 @@
+"""The course plan: every lesson, the question it answers and the seed articles it draws on.
+
+The index notebook renders this as the course map, linking the lessons that exist and marking the
+others as coming, so the map cannot fall out of step with the notebooks folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Lesson", "LESSONS", "course_map", "notebook_path"]
+
+
+@dataclass(frozen=True)
+class Lesson:
+    number: str      # "01" ... "13", or "H" for the homework
+    stem: str        # notebook file name without .ipynb
+    title: str
+    question: str
+    seeds: str       # which of the five seed articles the lesson corrects or extends
+
+
+LESSONS = (
+    Lesson("00", "00_index", "Index", "What is in the course, and how do I run it?", "–"),
+    Lesson("01", "01_forward", "Forward", "What exactly does BN compute, per feature and per channel, and why γ, β and ε?", "003, all"),
+    Lesson("02", "02_backward", "Backward", "How do gradients flow through BN, and why do they sum to zero over the batch?", "003"),
+    Lesson("03", "03_train_vs_eval", "Train vs eval", "What are running statistics, and what breaks at inference time?", "000, 003"),
+    Lesson("04", "04_activation_distributions", "Activation distributions", "Do BN nets keep their activations stable? (Ioffe & Szegedy, Fig. 1)", "004"),
+    Lesson("05", "05_gradient_flow", "Gradient flow", "How do gradients move through deep nets with and without BN, and which learning rates work?", "001, 004"),
+    Lesson("06", "06_cnn_classification", "CNN classification", "How does BN work per channel in a conv net, and what does it cost at inference?", "001"),
+    Lesson("07", "07_segmentation", "Segmentation", "How does BN behave in an encoder–decoder that predicts masks?", "000"),
+    Lesson("08", "08_small_batches", "Small batches", "Why does BN fail with tiny batches (medical imaging), and what replaces it?", "002"),
+    Lesson("09", "09_why_bn_works", "Why BN works", "Internal covariate shift or a smoother loss landscape? (Santurkar et al.)", "004"),
+    Lesson("10", "10_regularization", "BN, dropout and regularization", "Is BN a regularizer? How do BN and dropout interact?", "000, 001, 002"),
+    Lesson("11", "11_recurrent_and_beyond", "Recurrent nets and beyond", "Why do RNNs and transformers use other normalizations?", "004"),
+    Lesson("12", "12_many_devices", "Many devices", "What happens to BN statistics across GPUs or processes (SyncBatchNorm)?", "–"),
+    Lesson("13", "13_myths_and_mistakes", "Myths and mistakes", "Which popular claims about BN are wrong, and how can we show it?", "all"),
+    Lesson("H", "homework", "Homework", "Exercises that students fill in, checked by `bnlab.checks` with hints", "–"),
+)
+
+
+def notebook_path(lesson: Lesson, notebook_dir: str | Path = ".") -> Path:
+    return Path(notebook_dir) / f"{lesson.stem}.ipynb"
+
+
+def course_map(notebook_dir: str | Path = ".") -> str:
+    """The plan as a Markdown table; lessons whose notebook exists in notebook_dir are linked."""
+    rows = ["| # | lesson | question it answers | seeds | status |", "|---|---|---|---|---|"]
+    for lesson in LESSONS:
+        exists = notebook_path(lesson, notebook_dir).exists()
+        title = f"[{lesson.title}]({lesson.stem}.ipynb)" if exists else lesson.title
+        rows.append(f"| {lesson.number} | {title} | {lesson.question} | {lesson.seeds} | "
+                    f"{'ready' if exists else 'coming'} |")
+    return "\n".join(rows)
