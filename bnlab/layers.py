@@ -24,13 +24,15 @@ class BatchNorm(nn.Module):
     (momentum=None: cumulative average, factor 1 / num_batches_tracked).
     Eval: normalize with running_mean and running_var. Either way y = weight * x_hat + bias.
     With track_running_stats=False there are no running buffers and eval also uses batch statistics.
+    affine=False: no weight or bias; affine=True, bias=False: a weight (gamma) but no bias (beta).
     """
 
     _version = 2  # torch's: state_dicts with num_batches_tracked
     _valid_dims = (2, 3, 4, 5)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None):
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
+                 *, bias: bool = True):
         super().__init__()
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
@@ -46,7 +48,11 @@ class BatchNorm(nn.Module):
         factory = {"device": device, "dtype": dtype}
         if affine:
             self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            # bias=False (torch >= 2.10): learn gamma only
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -70,7 +76,8 @@ class BatchNorm(nn.Module):
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() not in self._valid_dims:
@@ -100,8 +107,9 @@ class BatchNorm(nn.Module):
                           self.weight, self.bias, use_batch_stats, factor, self.eps)
 
     def extra_repr(self) -> str:
-        return ("{num_features}, eps={eps}, momentum={momentum}, affine={affine}, "
-                "track_running_stats={track_running_stats}".format(**self.__dict__))
+        return ("{num_features}, eps={eps}, momentum={momentum}, affine={affine}, bias={use_bias}, "
+                "track_running_stats={track_running_stats}".format(**self.__dict__,
+                                                                   use_bias=self.bias is not None))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -109,7 +117,9 @@ class BatchNorm(nn.Module):
         version = local_metadata.get("version", None)
         key = prefix + "num_batches_tracked"
         if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            state_dict[key] = torch.tensor(0, dtype=torch.long)
+            # as torch: keep the module's own count (0 when fresh), not reset it
+            state_dict[key] = (self.num_batches_tracked if self.num_batches_tracked.device.type != "meta"
+                               else torch.tensor(0, dtype=torch.long))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
