@@ -11,6 +11,8 @@ LAB_ARGS ?=
 PYTEST_ARGS ?=
 
 PY := $(VENV)/bin/python
+# JupyterLab refuses to start as root (containers, CI machines) unless told
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 STAMP := $(VENV)/.bnlab-installed
 # This machine's pip.conf names local indexes that do not exist; the warnings drown real errors.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/00_index.ipynb $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab notebooks/00_index.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
