@@ -1,0 +1,145 @@
+"""environment.yml and pyproject.toml declare the same packages and minimum versions; CI and Makefile
+do what the README promises (`make lab`, `make test`, CI pinned to the CPU torch 2.13.0)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_TO_PIP = {"pytorch": "torch"}
+CONDA_ONLY = {"python", "pip"}
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
+
+
+def _split(requirement: str) -> tuple[str, str]:
+    """'numpy >= 1.24' -> ('numpy', '>=1.24'); names lower-case, spaces dropped from the specifier."""
+    m = _REQUIREMENT.match(requirement)
+    if not m:
+        raise ValueError(f"cannot parse requirement {requirement!r}")
+    return m.group(1).lower().replace("_", "-"), re.sub(r"\s+", "", m.group(2))
+
+
+def pyproject_requirements(text: str) -> dict[str, str]:
+    """project.dependencies + optional-dependencies['test'] as {name: specifier}."""
+    project = tomllib.loads(text)["project"]
+    reqs = project["dependencies"] + project["optional-dependencies"]["test"]
+    return dict(_split(r) for r in reqs)
+
+
+def environment_requirements(text: str) -> dict[str, str]:
+    """The `  - name>=ver` items of environment.yml's top-level dependencies list as {name: specifier},
+    conda names mapped to pip's; python, pip and the nested `pip:` list are skipped. No pyyaml."""
+    deps, in_deps = {}, False
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line:
+            continue
+        if not line[0].isspace():  # a top-level key
+            in_deps = line.startswith("dependencies:")
+            continue
+        m = re.match(r"^  - (\S.*)$", line)  # exactly one level deep: the nested pip list is deeper
+        if not in_deps or not m:
+            continue
+        item = m.group(1).strip()
+        if item.endswith(":"):  # "pip:" opens the nested list
+            continue
+        name, spec = _split(item)
+        if name in CONDA_ONLY:
+            continue
+        deps[CONDA_TO_PIP.get(name, name)] = spec
+    return deps
+
+
+def requirement_drift(pyproject_text: str, environment_text: str) -> list[str]:
+    """Every difference between the two files, one readable line each (empty: in sync)."""
+    pip, conda = pyproject_requirements(pyproject_text), environment_requirements(environment_text)
+    drift = []
+    for name in sorted(pip.keys() | conda.keys()):
+        if name not in conda:
+            drift.append(f"{name}{pip[name]}: in pyproject.toml only")
+        elif name not in pip:
+            drift.append(f"{name}{conda[name]}: in environment.yml only")
+        elif pip[name] != conda[name]:
+            drift.append(f"{name}: pyproject.toml says {pip[name]!r}, environment.yml says {conda[name]!r}")
+    return drift
+
+
+def _read(name: str) -> str:
+    return (ROOT / name).read_text(encoding="utf-8")
+
+
+def test_environment_yml_matches_pyproject():
+    drift = requirement_drift(_read("pyproject.toml"), _read("environment.yml"))
+    assert not drift, "environment.yml and pyproject.toml drifted apart:\n  " + "\n  ".join(drift)
+    # and the parse found the packages at all (an empty == empty comparison would prove nothing)
+    deps = environment_requirements(_read("environment.yml"))
+    assert {"torch", "numpy", "pytest", "hypothesis"} <= deps.keys()
+
+
+def _set_line(env: str, conda_name: str, replacement: str) -> str:
+    """environment.yml text with the `  - conda_name...` line replaced (removed when replacement is '')."""
+    pattern = rf"^  - {re.escape(conda_name)}\b.*\n"
+    assert re.search(pattern, env, re.MULTILINE), f"no {conda_name} line in environment.yml"
+    return re.sub(pattern, replacement, env, count=1, flags=re.MULTILINE)
+
+
+def test_drift_is_detected():
+    """The comparison notices a changed minimum, a missing package, an extra package, the conda name
+    pytorch standing for torch, and a change on pyproject's side; it ignores the nested pip list."""
+    pyproject, env = _read("pyproject.toml"), _read("environment.yml")
+    pip = pyproject_requirements(pyproject)
+    base = requirement_drift(pyproject, env)  # [] when in sync (the test above); the changes add to it
+
+    def added(drift):
+        assert set(base) <= set(drift)
+        return sorted(set(drift) - set(base))
+
+    changed = _set_line(env, "numpy", "  - numpy>=999\n")
+    assert added(requirement_drift(pyproject, changed)) == [
+        f"numpy: pyproject.toml says {pip['numpy']!r}, environment.yml says '>=999'"]
+
+    missing = _set_line(env, "tqdm", "")
+    assert added(requirement_drift(pyproject, missing)) == [f"tqdm{pip['tqdm']}: in pyproject.toml only"]
+
+    extra = _set_line(env, "pip", "  - scipy>=1.10\n  - pip\n")
+    assert added(requirement_drift(pyproject, extra)) == ["scipy>=1.10: in environment.yml only"]
+
+    torch_bumped = _set_line(env, "pytorch", "  - pytorch>=999\n")
+    assert added(requirement_drift(pyproject, torch_bumped)) == [
+        f"torch: pyproject.toml says {pip['torch']!r}, environment.yml says '>=999'"]
+
+    # a package only in the nested pip list is not a conda dependency
+    nested = re.sub(r"^(\s+- --editable \.\n)", r"\1      - requests>=2\n", env, flags=re.MULTILINE)
+    assert nested != env
+    assert requirement_drift(pyproject, nested) == base
+
+    # and pyproject's side is read too: dropping the nbval test dependency there shows up
+    no_nbval, n = re.subn(r'^\s*"nbval[^"]*",\n', "", pyproject, flags=re.MULTILINE)
+    assert n == 1
+    assert added(requirement_drift(no_nbval, env)) == [f"nbval{pip['nbval']}: in environment.yml only"]
+
+
+def test_environment_parser_handles_spaces_and_comments():
+    text = ("name: x\n# comment\ndependencies:\n  - python>=3.10\n  - numpy >=1.24  # why\n"
+            "  - pytorch>=2.2\n  - pip\n  - pip:\n      - -e .\nchannels:\n  - conda-forge\n")
+    assert environment_requirements(text) == {"numpy": ">=1.24", "torch": ">=2.2"}
+
+
+def test_ci_installs_pinned_torch_and_runs_make_test():
+    commands = [ln.strip() for ln in _read(".ci/run").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    make_test = [c for c in commands if re.match(r"^make\s+test\b", c)]
+    assert make_test, f".ci/run never calls `make test`: {commands}"
+    assert any(re.search(r"\bTORCH=torch==2\.13\.0\b", c) for c in make_test), make_test
+
+
+def test_makefile_has_lab_and_test_targets():
+    makefile = _read("Makefile")
+    for target in ("lab", "test"):
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE), f"no `{target}:` rule in the Makefile"
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.MULTILINE)
+    assert phony and {"lab", "test"} <= set(phony.group(1).split())

@@ -1,0 +1,80 @@
+"""bnlab.runtime: setup() (threads, seeds, device line) and pick_device()."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bnlab.runtime import pick_device, setup
+
+
+@pytest.fixture
+def no_accelerator(monkeypatch):
+    """Pretend neither CUDA nor MPS is there, whatever this machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_setup_sets_thread_count(restore_threads, no_accelerator, threads):
+    setup(threads=threads, verbose=False)
+    assert torch.get_num_threads() == threads
+
+
+def test_setup_seeds_reproducibly(restore_threads, no_accelerator):
+    """Two setup(seed=3) calls give the same torch, NumPy and Python random draws; seed 4 differs."""
+    draws = []
+    for seed in (3, 3, 4):
+        setup(seed=seed, verbose=False)
+        draws.append((torch.randn(5), np.random.rand(5), random.random()))
+    (t1, n1, r1), (t2, n2, r2), (t3, n3, r3) = draws
+    assert torch.equal(t1, t2) and np.array_equal(n1, n2) and r1 == r2
+    assert not torch.equal(t1, t3) and not np.array_equal(n1, n3) and r1 != r3
+
+
+def test_setup_prints_the_device_line(restore_threads, no_accelerator, capsys):
+    device = setup(seed=3, threads=2)
+    out = capsys.readouterr().out
+    assert device == torch.device("cpu")
+    assert out.startswith("bnlab: device cpu, 2 CPU threads, seed 3, torch ")
+    assert torch.__version__.split("+")[0] in out
+    setup(seed=0, threads=1)
+    assert "1 CPU thread," in capsys.readouterr().out  # singular
+
+
+def test_setup_quiet(restore_threads, no_accelerator, capsys):
+    setup(verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("threads", [0, -1])
+def test_setup_rejects_nonpositive_threads(restore_threads, threads):
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        setup(threads=threads)
+    assert torch.get_num_threads() == before  # rejected before touching anything
+
+
+def test_pick_device_cpu_without_accelerators(no_accelerator):
+    assert pick_device() == torch.device("cpu")
+
+
+def test_pick_device_prefers_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device() == torch.device("cuda")
+
+
+def test_pick_device_mps_when_no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device() == torch.device("mps")
+
+
+def test_setup_returns_pick_device(restore_threads, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert setup(verbose=True) == torch.device("cuda")
+    assert "device cuda" in capsys.readouterr().out
