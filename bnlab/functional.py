@@ -24,6 +24,9 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias, running_mean, running_var, training, momentum, eps):
+        # Few big tensors on purpose: each fresh one costs a page fault per 4 KiB on first write,
+        # which on a small VM took longer than the arithmetic. x_hat and out are the only two;
+        # out doubles as scratch space for the squares.
         dims, shape = _shapes(input)
         if training:
             m = input.numel() // input.shape[1]
@@ -32,9 +35,10 @@ class BatchNormFunction(torch.autograd.Function):
             # two-pass"): at 1e4 a float32 mean is only good to ~1e-3, so we also subtract the
             # residual mean `shift` of the centred values, which are small and exact enough.
             mean = input.mean(dims)
-            centred = input - mean.view(shape)
-            shift = centred.mean(dims)
-            var = centred.square().mean(dims) - shift * shift
+            x_hat = input - mean.view(shape)
+            shift = x_hat.mean(dims)
+            out = torch.mul(x_hat, x_hat)
+            var = out.mean(dims) - shift * shift
             invstd = torch.rsqrt(var + eps)
             mean = mean + shift
             if running_mean is not None:
@@ -42,19 +46,21 @@ class BatchNormFunction(torch.autograd.Function):
                     running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
                     # unbiased variance for the running estimate, as torch does
                     running_var.mul_(1 - momentum).add_(var.to(running_var.dtype) * (m / (m - 1)), alpha=momentum)
-            # x_hat = (centred - shift) * invstd, in one fused pass
-            x_hat = torch.addcmul((-shift * invstd).view(shape), centred, invstd.view(shape))
-            del centred
+            # x_hat = (centred - shift) * invstd, in one fused pass, in place
+            torch.addcmul((-shift * invstd).view(shape), x_hat, invstd.view(shape), out=x_hat)
         else:
             invstd = torch.rsqrt(running_var + eps)
             x_hat = input - running_mean.view(shape)
             x_hat.mul_(invstd.view(shape))
-        if weight is not None:
-            out = x_hat * weight.view(shape)
+            out = torch.empty_like(x_hat)
+        if weight is not None and bias is not None:
+            torch.addcmul(bias.view(shape), x_hat, weight.view(shape), out=out)
         else:
-            out = x_hat.clone()
-        if bias is not None:
-            out.add_(bias.view(shape))
+            out.copy_(x_hat)
+            if weight is not None:
+                out.mul_(weight.view(shape))
+            if bias is not None:
+                out.add_(bias.view(shape))
         ctx.save_for_backward(x_hat, invstd, weight)
         ctx.training = training
         return out
@@ -64,21 +70,23 @@ class BatchNormFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x_hat, invstd, weight = ctx.saved_tensors
         dims, shape = _shapes(x_hat)
-        grad_out = grad_out.contiguous()
         sum_dy = grad_out.sum(dims)
-        sum_dy_xhat = (grad_out * x_hat).sum(dims)
+        # one big tensor: scratch for dy * x_hat first, then overwritten with dx
+        scratch = grad_out * x_hat
+        sum_dy_xhat = scratch.sum(dims)
         grad_input = None
         if ctx.needs_input_grad[0]:
             scale = invstd if weight is None else weight * invstd
+            grad_input = scratch
             if ctx.training:
-                # dx = gamma / sqrt(var + eps) * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+                # dx = gamma / sqrt(var + eps) * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
+                # as two fused passes: scale*dy - scale*mean(dy), then - scale*mean(dy*x_hat) * x_hat
                 m = x_hat.numel() // x_hat.shape[1]
-                grad_input = torch.addcmul(grad_out - (sum_dy / m).view(shape), x_hat,
-                                           (sum_dy_xhat / m).view(shape), value=-1)
-                grad_input.mul_(scale.view(shape))
+                torch.addcmul((-scale * sum_dy / m).view(shape), grad_out, scale.view(shape), out=grad_input)
+                grad_input.addcmul_(x_hat, (-scale * sum_dy_xhat / m).view(shape))
             else:
                 # eval: mu and var are constants, BN is an affine map of x
-                grad_input = grad_out * scale.view(shape)
+                torch.mul(grad_out, scale.view(shape), out=grad_input)
         grad_weight = sum_dy_xhat if ctx.needs_input_grad[1] else None
         grad_bias = sum_dy if ctx.needs_input_grad[2] else None
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
@@ -97,6 +105,15 @@ def _check_inputs(input, running_mean, running_var, weight, bias, training, eps)
         if t is not None and tuple(t.shape) != (C,):
             raise ValueError(f"{name} has shape {tuple(t.shape)}, but the input has {C} channels "
                              f"(shape {tuple(input.shape)}, channels on dim 1)")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be given or both be None")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        # float32 statistics with a float16/bfloat16 input is torch's mixed-precision case
+        if t is not None and t.dtype != input.dtype and not (
+                t.dtype == torch.float32 and input.dtype in (torch.float16, torch.bfloat16)):
+            raise ValueError(f"{name} has dtype {t.dtype} but the input has dtype {input.dtype}; "
+                             "convert one of them (e.g. module.double() or input.float())")
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if training and input.numel() // max(C, 1) < 2:

@@ -7,12 +7,18 @@ state_dict loads both ways. One class handles (N, C) to (N, C, D, H, W) inputs; 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
 from .functional import batch_norm
 
 __all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+
+# torch >= 2.10 has BatchNorm(..., *, bias=True) and shows it in the repr; print what the installed
+# torch prints, so that swapping the two modules changes nothing visible
+_TORCH_REPR_HAS_BIAS = "bias" in inspect.signature(nn.BatchNorm2d.__init__).parameters
 
 
 class BatchNorm(nn.Module):
@@ -107,9 +113,9 @@ class BatchNorm(nn.Module):
                           self.weight, self.bias, use_batch_stats, factor, self.eps)
 
     def extra_repr(self) -> str:
-        return ("{num_features}, eps={eps}, momentum={momentum}, affine={affine}, bias={use_bias}, "
-                "track_running_stats={track_running_stats}".format(**self.__dict__,
-                                                                   use_bias=self.bias is not None))
+        bias = f"bias={self.bias is not None}, " if _TORCH_REPR_HAS_BIAS else ""
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"{bias}track_running_stats={self.track_running_stats}")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

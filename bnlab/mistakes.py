@@ -47,7 +47,8 @@ def divide_by_sigma(x):
 
     A channel that is constant over the batch (a dead ReLU, a padded border, a constant image
     region) has sigma = 0, and the division gives NaN (0/0) that then spreads through the network.
-    Correct: divide by sqrt(sigma^2 + eps).
+    When the constant's mean is not exact in floating point (0.7, say), sigma is rounding noise
+    instead, and the noise is blown up to +-1. Correct: divide by sqrt(sigma^2 + eps).
     """
     mu, var = _batch_stats(x)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,0 +1,287 @@
+"""bnlab.batch_norm against torch.nn.functional.batch_norm: values, gradients, running stats, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bnlab
+from conftest import assert_close, bn_shapes, max_err, random_bn_input
+
+HYPO = settings(max_examples=100, deadline=None, derandomize=True)
+DTYPES = st.sampled_from([torch.float64, torch.float32])
+# which of weight / bias are given (None means the affine part is skipped, as in torch)
+AFFINE = st.sampled_from([(True, True), (False, False), (True, False), (False, True)])
+
+
+def _affine(c, dtype, seed, has_weight, has_bias):
+    g = torch.Generator().manual_seed(seed + 1)
+    w = (torch.randn(c, generator=g, dtype=torch.float64) + 1).to(dtype) if has_weight else None
+    b = torch.randn(c, generator=g, dtype=torch.float64).to(dtype) if has_bias else None
+    return w, b
+
+
+def _running(c, dtype, seed):
+    g = torch.Generator().manual_seed(seed + 2)
+    rm = (torch.randn(c, generator=g, dtype=torch.float64) * 3).to(dtype)
+    rv = (torch.rand(c, generator=g, dtype=torch.float64) * 5 + 0.1).to(dtype)
+    return rm, rv
+
+
+def _leaf(t):
+    return None if t is None else t.detach().clone().requires_grad_(True)
+
+
+def _forward_backward(fn, x, w, b, rm, rv, training, momentum, grad_out):
+    """Run fn (ours or torch's) on fresh leaf copies; return output and gradients."""
+    x, w, b = _leaf(x), _leaf(w), _leaf(b)
+    out = fn(x, rm, rv, w, b, training=training, momentum=momentum, eps=1e-5)
+    out.backward(grad_out)
+    return out.detach(), x.grad, (w.grad if w is not None else None), (b.grad if b is not None else None)
+
+
+def _f64(t):
+    return None if t is None else t.double()
+
+
+class Runs:
+    """Ours and torch's F.batch_norm on the same data, with their own copies of the running stats;
+    in float32 also torch in float64 on the same (float32) values: the ground truth that tells how
+    far torch's own float32 result is off."""
+
+    NAMES = ("output", "grad input", "grad weight", "grad bias")
+
+    def __init__(self, dtype, running):
+        self.dtype = dtype
+        clone = lambda t, dt=None: None if t is None else t.clone().to(dt or t.dtype)
+        self.stats = {"ours": [clone(t) for t in running], "torch": [clone(t) for t in running],
+                      "truth": [clone(t, torch.float64) for t in running]}
+
+    def step(self, x, w, b, training, momentum, grad_out, what=""):
+        res = {}
+        for who, fn, cast in (("ours", bnlab.batch_norm, lambda t: t), ("torch", F.batch_norm, lambda t: t),
+                              ("truth", F.batch_norm, _f64)):
+            if who == "truth" and self.dtype == torch.float64:
+                continue
+            rm, rv = self.stats[who]
+            res[who] = _forward_backward(fn, cast(x), cast(w), cast(b), rm, rv, training, momentum,
+                                         cast(grad_out))
+        for i, name in enumerate(self.NAMES):
+            self.compare(res["ours"][i], res["torch"][i], res.get("truth", [None] * 4)[i], f"{what} {name}")
+        for i, name in enumerate(("running_mean", "running_var")):
+            truth = self.stats["truth"][i] if self.dtype == torch.float32 else None
+            self.compare(self.stats["ours"][i], self.stats["torch"][i], truth, f"{what} {name}")
+
+    def compare(self, ours, ref, truth, what):
+        if ref is None:
+            assert ours is None, what
+            return
+        assert ours.dtype == ref.dtype, f"{what}: dtype {ours.dtype} vs torch's {ref.dtype}"
+        if self.dtype == torch.float64:
+            assert_close(ours, ref, torch.float64, what)
+            return
+        # float32: within 1e-5 (relative where values are large) of torch, give or take torch's own
+        # float32 error on these values (tiny on standard-normal-scale data, but not where a
+        # channel's spread is small next to its mean, e.g. two close values of a large mean) ...
+        torch_err = max_err(ref, truth)
+        assert_close(ours, ref, torch.float32, what, slack=torch_err)
+        # ... and never further from the float64 truth than torch is, give or take 1e-5
+        assert_close(ours.double(), truth, torch.float32, what + " vs float64 truth", slack=torch_err)
+
+
+@HYPO
+@given(shape=bn_shapes(training=True), dtype=DTYPES, affine=AFFINE,
+       momentum=st.sampled_from([0.1, 0.5, 1.0]), seed=st.integers(0, 2**31 - 1))
+def test_training_parity_with_torch(shape, dtype, affine, momentum, seed):
+    """Training mode: outputs, grads of input/weight/bias and running stats over several
+    consecutive steps agree with F.batch_norm (<= 1e-10 in float64, <= 1e-5 in float32)."""
+    c = shape[1]
+    w, b = _affine(c, dtype, seed, *affine)
+    rm0, rv0 = _running(c, dtype, seed)
+    runs = Runs(dtype, (rm0, rv0))
+    for step in range(3):
+        x = random_bn_input(shape, dtype, seed=seed + 10 * step)
+        grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(seed + step),
+                               dtype=torch.float64).to(dtype)
+        runs.step(x, w, b, True, momentum, grad_out, f"step {step}")
+    # the running stats really moved (so the comparison above was not trivially between initial values)
+    assert max_err(runs.stats["ours"][0], rm0) > 1e-3
+
+
+@HYPO
+@given(shape=bn_shapes(training=False), dtype=DTYPES, affine=AFFINE, seed=st.integers(0, 2**31 - 1))
+def test_eval_parity_with_torch(shape, dtype, affine, seed):
+    """Eval mode: normalize with the given running stats; outputs and grads match torch, and the
+    running stats are left untouched."""
+    c = shape[1]
+    w, b = _affine(c, dtype, seed, *affine)
+    rm, rv = _running(c, dtype, seed)
+    runs = Runs(dtype, (rm, rv))
+    x = random_bn_input(shape, dtype, seed=seed)
+    grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+    runs.step(x, w, b, False, 0.1, grad_out)
+    assert torch.equal(runs.stats["ours"][0], rm) and torch.equal(runs.stats["ours"][1], rv)
+
+
+@HYPO
+@given(shape=bn_shapes(training=True), dtype=DTYPES, affine=AFFINE, seed=st.integers(0, 2**31 - 1))
+def test_training_without_running_stats(shape, dtype, affine, seed):
+    """running_mean = running_var = None with training=True: batch statistics only, like torch."""
+    w, b = _affine(shape[1], dtype, seed, *affine)
+    x = random_bn_input(shape, dtype, seed=seed)
+    grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+    Runs(dtype, (None, None)).step(x, w, b, True, 0.1, grad_out)
+
+
+def test_training_output_is_normalized_independent_math():
+    """Independent of torch's kernel: per channel the output has mean beta and (biased) std
+    gamma * sqrt(var / (var + eps)), straight from the definition."""
+    x = random_bn_input((7, 3, 4, 2), torch.float64, seed=5)
+    w = torch.tensor([0.5, 2.0, -3.0], dtype=torch.float64)
+    b = torch.tensor([1.0, -2.0, 0.25], dtype=torch.float64)
+    out = bnlab.batch_norm(x, None, None, w, b, training=True, eps=1e-5)
+    dims = (0, 2, 3)
+    var = x.var(dims, unbiased=False)
+    assert_close(out.mean(dims), b, torch.float64, "mean")
+    assert_close(out.std(dims, unbiased=False), w.abs() * torch.sqrt(var / (var + 1e-5)), torch.float64, "std")
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 4), (2, 3, 2, 3)])
+def test_gradcheck(training, shape):
+    """torch.autograd.gradcheck (float64 finite differences) on input, weight and bias."""
+    g = torch.Generator().manual_seed(0)
+    c = shape[1]
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(c, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    b = torch.randn(c, generator=g, dtype=torch.float64, requires_grad=True)
+    rm = torch.randn(c, generator=g, dtype=torch.float64)
+    rv = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
+
+    def fn(x, w, b):
+        # fresh copies: gradcheck calls fn many times and training updates the stats in place
+        return bnlab.batch_norm(x, rm.clone(), rv.clone(), w, b, training=training, eps=1e-5)
+
+    assert torch.autograd.gradcheck(fn, (x, w, b), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def _offset_case():
+    """float32 input 1e4 + randn and its float64 ground truth: the definition evaluated in float64
+    on the very same (float32-rounded) values."""
+    g = torch.Generator().manual_seed(0)
+    x32 = (1e4 + torch.randn(32, 8, 16, 16, generator=g)).float()
+    x64 = x32.double()
+    dims = (0, 2, 3)
+    mu = x64.mean(dims, keepdim=True)
+    var = ((x64 - mu) ** 2).mean(dims, keepdim=True)
+    return x32, (x64 - mu) / torch.sqrt(var + 1e-5)
+
+
+def test_float32_stability_not_worse_than_torch():
+    """float32 input 1e4 + randn: ours is as accurate as torch's own float32 kernel.
+    (A plain float32 mean at 1e4 is off by a few ulps, ~2e-3, which would make ours 3x worse than
+    torch: this test needs the corrected two-pass statistics.)"""
+    x32, truth = _offset_case()
+    ours_err = max_err(bnlab.batch_norm(x32, None, None, training=True), truth)
+    torch_err = max_err(F.batch_norm(x32, None, None, training=True), truth)
+    assert ours_err <= 1.5 * torch_err + 1e-6, (ours_err, torch_err)
+
+
+def test_float32_two_pass_far_better_than_naive():
+    """float32 input 1e4 + randn: ours is far more accurate than the naive one-pass
+    E[x^2] - E[x]^2 formula (which loses all digits of the variance), and usable in absolute terms."""
+    x32, truth = _offset_case()
+    dims = (0, 2, 3)
+    ours_err = max_err(bnlab.batch_norm(x32, None, None, training=True), truth)
+    mu32 = x32.mean(dims, keepdim=True)
+    naive_var = ((x32 * x32).mean(dims, keepdim=True) - mu32 * mu32).clamp_min(0)
+    naive_err = max_err((x32 - mu32) / torch.sqrt(naive_var + 1e-5), truth)
+    assert naive_err > 100 * ours_err, (naive_err, ours_err)
+    assert ours_err < 1e-2, ours_err
+
+
+def test_float32_running_var_with_large_offset():
+    """The running variance update in float32 at offset 1e4 is close to the float64 truth too."""
+    g = torch.Generator().manual_seed(1)
+    x32 = (1e4 + 2 * torch.randn(16, 4, 8, 8, generator=g)).float()
+    rm, rv = torch.zeros(4), torch.ones(4)
+    bnlab.batch_norm(x32, rm, rv, training=True, momentum=1.0)
+    true_var = x32.double().var((0, 2, 3), unbiased=True)
+    assert max_err(rv, true_var) / float(true_var.max()) < 1e-3
+    assert max_err(rm, x32.double().mean((0, 2, 3))) < 1e-2  # float32 spacing at 1e4 is ~1e-3
+
+
+# ----------------------------------------------------------------------------- bad input
+def _ok(c=3):
+    return torch.randn(4, c, 2), torch.zeros(c), torch.ones(c), torch.ones(c), torch.zeros(c)
+
+
+@pytest.mark.parametrize("which", ["running_mean", "running_var", "weight", "bias"])
+def test_wrong_channel_count_is_rejected(which):
+    """A (C,) tensor whose length is not the input's channel count names itself and the channels."""
+    x, rm, rv, w, b = _ok(3)
+    kwargs = dict(running_mean=rm, running_var=rv, weight=w, bias=b)
+    kwargs[which] = torch.ones(4)
+    with pytest.raises(ValueError, match=rf"{which} has shape \(4,\).*3 channels"):
+        bnlab.batch_norm(x, training=True, **kwargs)
+
+
+def test_fewer_than_two_dims_is_rejected():
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        bnlab.batch_norm(torch.randn(5), None, None, training=True)
+
+
+def test_integer_input_is_rejected():
+    with pytest.raises(ValueError, match="floating-point"):
+        bnlab.batch_norm(torch.arange(12).reshape(4, 3), None, None, training=True)
+
+
+def test_one_value_per_channel_while_training_is_rejected():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bnlab.batch_norm(torch.randn(1, 3), None, None, training=True)
+    # torch agrees that this is an error (and so do we in eval, where it is fine)
+    with pytest.raises(ValueError):
+        F.batch_norm(torch.randn(1, 3), None, None, training=True)
+    out = bnlab.batch_norm(torch.randn(1, 3), torch.zeros(3), torch.ones(3), training=False)
+    assert out.shape == (1, 3)
+
+
+def test_negative_eps_is_rejected():
+    x, rm, rv, w, b = _ok()
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        bnlab.batch_norm(x, rm, rv, w, b, training=True, eps=-1e-5)
+
+
+@pytest.mark.parametrize("missing", ["running_mean", "running_var", "both"])
+def test_eval_without_running_stats_is_rejected(missing):
+    x, rm, rv, _, _ = _ok()
+    if missing in ("running_mean", "both"):
+        rm = None
+    if missing in ("running_var", "both"):
+        rv = None
+    with pytest.raises(ValueError, match="running_mean and running_var (are required|must both)"):
+        bnlab.batch_norm(x, rm, rv, training=False)
+
+
+def test_one_running_stat_without_the_other_is_refused():
+    """torch refuses running_mean without running_var; so do we, with a ValueError."""
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="both"):
+        bnlab.batch_norm(x, torch.zeros(3), None, training=True)
+    with pytest.raises(ValueError, match="both"):
+        bnlab.batch_norm(x, None, torch.ones(3), training=True)
+
+
+def test_mismatched_dtypes_are_refused_by_name():
+    """A float32 module given float64 input fails with a message naming the dtypes, not silently."""
+    x64 = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="weight has dtype torch.float32 but the input has dtype torch.float64"):
+        bnlab.batch_norm(x64, None, None, torch.ones(3), torch.zeros(3), training=True)
+    with pytest.raises(ValueError, match="running_mean has dtype"):
+        bnlab.BatchNorm1d(3).eval()(x64)
+    # float32 parameters with bfloat16 input is allowed (mixed precision), as in torch
+    out = bnlab.batch_norm(torch.randn(4, 3).bfloat16(), None, None, torch.ones(3), torch.zeros(3), training=True)
+    assert out.shape == (4, 3)
