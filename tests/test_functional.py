@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnlab
-from conftest import assert_close, bn_shapes, max_err, random_bn_input
+from bn_testing import assert_close, bn_shapes, max_err, random_bn_input
 
 HYPO = settings(max_examples=100, deadline=None, derandomize=True)
 DTYPES = st.sampled_from([torch.float64, torch.float32])

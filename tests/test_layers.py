@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import bnlab
-from conftest import max_err, random_bn_input
+from bn_testing import max_err, random_bn_input
 
 TOL = 1e-10  # float64 everywhere in this file
 
