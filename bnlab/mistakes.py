@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .layers import BatchNorm
+
 __all__ = [
     "additive_affine",
     "divide_by_sigma",
@@ -110,7 +112,7 @@ def predict_with_test_batch_statistics(model: nn.Module, x: torch.Tensor) -> tor
     """
     probe = copy.deepcopy(model).eval()
     for module in probe.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) or type(module).__name__.startswith("BatchNorm"):
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, BatchNorm)):
             module.train()
     with torch.no_grad():
         return probe(x)

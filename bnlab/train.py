@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .data import Split
 from .runtime import pick_device
 
-__all__ = ["History", "train_classifier", "accuracy"]
+__all__ = ["History", "train_classifier", "accuracy", "batched_accuracy"]
 
 
 @dataclass
@@ -28,6 +28,17 @@ class History:
     test_accuracy: list[float] = field(default_factory=list)
 
 
+def batched_accuracy(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Fraction of correct argmax predictions when predict(x_batch) -> logits sees batch_size rows at a time."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            correct += (predict(x[i:i + batch_size]).argmax(1).cpu() == y[i:i + batch_size]).sum().item()
+    return correct / len(x)
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> float:
     """Fraction of correct argmax predictions in eval mode (running statistics), in batches of batch_size.
 
@@ -36,14 +47,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    batch_size = batch_size or len(x)
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = model(x[i:i + batch_size].to(device))
-            correct += (logits.argmax(1).cpu() == y[i:i + batch_size]).sum().item()
-    model.train(was_training)
-    return correct / len(x)
+    try:
+        return batched_accuracy(lambda xb: model(xb.to(device)), x, y, batch_size or len(x))
+    finally:
+        model.train(was_training)
 
 
 def train_classifier(model: nn.Module, data: Split, steps: int = 500, batch_size: int = 32,

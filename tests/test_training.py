@@ -7,7 +7,7 @@ import torch
 from bnlab.data import drifting_batches, gaussian_blobs
 from bnlab.layers import BatchNorm1d
 from bnlab.models import mlp
-from bnlab.train import accuracy, train_classifier
+from bnlab.train import accuracy, batched_accuracy, train_classifier
 
 
 def test_blobs_are_deterministic_and_split():
@@ -63,3 +63,14 @@ def test_accuracy_restores_mode_and_ignores_batching():
     a1 = accuracy(net, data.x_test, data.y_test)
     a2 = accuracy(net, data.x_test, data.y_test, batch_size=1)
     assert a1 == a2 and net.training
+
+
+def test_batched_accuracy_counts_per_batch_predictions():
+    """A predictor that is right only on full batches of 4 shows the batching matters to it."""
+    x = torch.arange(10.0).unsqueeze(1)
+    y = torch.zeros(10, dtype=torch.int64)
+    predict = lambda xb: torch.tensor([[1.0, 0.0]] * len(xb)) if len(xb) == 4 else torch.tensor([[0.0, 1.0]] * len(xb))
+    assert batched_accuracy(predict, x, y, 4) == 0.8   # batches of 4, 4, 2
+    assert batched_accuracy(predict, x, y, 10) == 0.0
+    with pytest.raises(ValueError, match="batch_size"):
+        batched_accuracy(predict, x, y, 0)
