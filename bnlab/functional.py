@@ -100,18 +100,17 @@ def _check_inputs(input, running_mean, running_var, weight, bias, training, eps)
     if input.dim() < 2:
         raise ValueError(f"input must have at least 2 dims (N, C, ...), got shape {tuple(input.shape)}")
     C = input.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        if t is not None and tuple(t.shape) != (C,):
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, but the input has {C} channels "
-                             f"(shape {tuple(input.shape)}, channels on dim 1)")
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must both be given or both be None")
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if tuple(t.shape) != (C,):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, but the input has {C} channels "
+                             f"(shape {tuple(input.shape)}, channels on dim 1)")
         # float32 statistics with a float16/bfloat16 input is torch's mixed-precision case
-        if t is not None and t.dtype != input.dtype and not (
-                t.dtype == torch.float32 and input.dtype in (torch.float16, torch.bfloat16)):
+        if t.dtype != input.dtype and not (t.dtype == torch.float32 and input.dtype in (torch.float16, torch.bfloat16)):
             raise ValueError(f"{name} has dtype {t.dtype} but the input has dtype {input.dtype}; "
                              "convert one of them (e.g. module.double() or input.float())")
     if not eps >= 0:

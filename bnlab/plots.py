@@ -53,9 +53,16 @@ def new_figure(ncols: int = 1, width: float = 4.5, height: float = 3.2, pyplot: 
     return fig, list(axes[0])
 
 
-def _hist_bins(*arrays, bins=30):
-    lo = min(float(np.min(a)) for a in arrays)
-    hi = max(float(np.max(a)) for a in arrays)
+def _axis(ax, width: float):
+    """The given axis and its figure, or a new one-axis figure of the given width."""
+    if ax is None:
+        fig, (ax,) = new_figure(1, width=width)
+        return fig, ax
+    return ax.figure, ax
+
+
+def _hist_bins(values, bins=30):
+    lo, hi = float(np.min(values)), float(np.max(values))
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     return np.linspace(lo, hi, bins + 1)
@@ -82,10 +89,7 @@ def plot_before_after(x, y, axes=None, title: str | None = None) -> Figure:
 
 def plot_eps_gain(input_std, output_std_by_eps: dict, ax=None) -> Figure:
     """Output std against input std (log-log), one line per eps: eps caps the gain 1/sqrt(var + eps)."""
-    if ax is None:
-        fig, (ax,) = new_figure(1, width=5.5)
-    else:
-        fig = ax.figure
+    fig, ax = _axis(ax, width=5.5)
     shades = plt.cm.Blues(np.linspace(0.45, 1.0, len(output_std_by_eps)))
     for shade, (eps, out_std) in zip(shades, output_std_by_eps.items()):
         ax.loglog(input_std, out_std, color=shade, lw=2, label=f"eps = {eps:g}")
@@ -101,10 +105,7 @@ def plot_sample_gradients(dx_by_variant: dict, ax=None, title: str | None = None
                           labels: dict | None = None) -> Figure:
     """Bar chart of dL/dx per sample (one feature), side by side for each variant ('plain', 'bn', ...).
     labels overrides the legend text per variant."""
-    if ax is None:
-        fig, (ax,) = new_figure(1, width=6.5)
-    else:
-        fig = ax.figure
+    fig, ax = _axis(ax, width=6.5)
     ax.clear()
     n = len(next(iter(dx_by_variant.values())))
     width = 0.8 / len(dx_by_variant)
@@ -122,10 +123,7 @@ def plot_sample_gradients(dx_by_variant: dict, ax=None, title: str | None = None
 def plot_running_mean(batch_means, running_means: dict, true_mean=None, ax=None,
                       title: str | None = None) -> Figure:
     """Batch means over steps (dots), the true mean, and the running mean for each momentum."""
-    if ax is None:
-        fig, (ax,) = new_figure(1, width=7)
-    else:
-        fig = ax.figure
+    fig, ax = _axis(ax, width=7)
     ax.clear()
     steps = np.arange(len(batch_means))
     ax.plot(steps, batch_means, ".", color=COLORS["plain"], ms=3, label="batch mean")
@@ -144,10 +142,7 @@ def plot_running_mean(batch_means, running_means: dict, true_mean=None, ax=None,
 def plot_accuracy_by_batching(results: dict, chance: float | None = None, ax=None) -> Figure:
     """Grouped bars: test accuracy per way of batching the test set, for eval mode and for the
     test-batch-statistics mistake. results: {batching: {"bn": acc, "mistake": acc}}."""
-    if ax is None:
-        fig, (ax,) = new_figure(1, width=7)
-    else:
-        fig = ax.figure
+    fig, ax = _axis(ax, width=7)
     names = list(results)
     keys = ["bn", "mistake"]
     labels = {"bn": "model.eval(): running statistics", "mistake": "statistics of the test batch (seed 000)"}
