@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Split", "gaussian_blobs", "drifting_batches"]
+__all__ = ["Split", "digits", "gaussian_blobs", "drifting_batches"]
 
 
 @dataclass
@@ -29,6 +29,33 @@ class Split:
     @property
     def num_classes(self) -> int:
         return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+def digits(test_fraction: float = 0.3, seed: int = 0, images: bool = False) -> Split:
+    """scikit-learn's bundled handwritten digits: 1,797 8x8 grey images of 0-9, no download.
+
+    Pixels 0..16 are scaled to x = pixel / 16 in [0, 1]. A seeded, class-stratified shuffle puts
+    test_fraction of each class in the test set (70/30 by default). x is (N, 64), or (N, 1, 8, 8)
+    with images=True.
+    """
+    from sklearn.datasets import load_digits  # imported here: only the lessons that use digits pay for it
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    bunch = load_digits()
+    x, y = bunch.data.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test, train = [], []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n_test = int(round(test_fraction * members.size))
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    train, test = rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+    if images:
+        x = x.reshape(-1, 1, 8, 8)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return Split(xt[train], yt[train], xt[test], yt[test])
 
 
 def gaussian_blobs(n_per_class: int = 300, n_classes: int = 4, dim: int = 8, spread: float = 1.0,
