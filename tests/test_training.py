@@ -7,7 +7,7 @@ import torch
 from bnlab.data import drifting_batches, gaussian_blobs
 from bnlab.layers import BatchNorm1d
 from bnlab.models import mlp
-from bnlab.train import accuracy, batched_accuracy, train_classifier
+from bnlab.train import History, accuracy, batched_accuracy, train_classifier
 
 
 def test_blobs_are_deterministic_and_split():
@@ -74,3 +74,91 @@ def test_batched_accuracy_counts_per_batch_predictions():
     assert batched_accuracy(predict, x, y, 10) == 0.0
     with pytest.raises(ValueError, match="batch_size"):
         batched_accuracy(predict, x, y, 0)
+
+
+# ----------------------------------------------------------------------------- probes, divergence, History
+def small_run(norm="bn", steps=12, seed=0, **kwargs):
+    data = gaussian_blobs(n_per_class=60, seed=2)
+    torch.manual_seed(seed)
+    net = mlp(data.num_features, (16, 16), data.num_classes, norm=norm, activation="sigmoid")
+    history = train_classifier(net, data, steps=steps, batch_size=16, lr=0.2, device="cpu", progress=False,
+                               **kwargs)
+    return net, history, data
+
+
+def test_probe_records_every_kth_step():
+    _, history, _ = small_run(steps=23, probe=dict(every=5))
+    assert len(history.probe) == 5  # steps 0, 5, 10, 15, 20 (step s: s updates done before its forward pass)
+    np.testing.assert_array_equal(history.probe.steps, [0, 5, 10, 15, 20])
+    assert list(history.probe.layers) == ["hidden1", "hidden2"]
+    assert len(history.loss) == 23 and history.seconds > 0
+    _, plain, _ = small_run(steps=3)
+    assert plain.probe is None
+
+
+@pytest.mark.parametrize("norm", ["bn", "torch_bn"])
+def test_probe_batch_leaves_training_unchanged(norm):
+    """The recording pass on the fixed batch changes neither the losses, nor the weights, nor BN's
+    running statistics (nor torch's num_batches_tracked): the run trains as it would without it."""
+    runs = [small_run(norm), small_run(norm, probe=dict(every=3)),
+            small_run(norm, probe=dict(every=3), probe_batch=40)]
+    (net0, h0, _), (_, h1, _), (net2, h2, _) = runs
+    assert h0.loss == h1.loss == h2.loss
+    assert h0.test_accuracy == h2.test_accuracy
+    for (name, a), (_, b) in zip(net0.state_dict().items(), net2.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert any("running_mean" in name for name in net0.state_dict())
+    assert all(p.grad is not None for p in net2.parameters())
+    np.testing.assert_array_equal(h1.probe.steps, h2.probe.steps)
+
+
+def test_probe_batch_is_what_the_probe_sees():
+    """At step 0 the probe records the fixed batch's first pre-activation, not the random minibatch."""
+    _, history, data = small_run(norm=None, probe=dict(every=4, capture="input"), probe_batch=40)
+    torch.manual_seed(0)  # the same initial weights as small_run
+    net = mlp(data.num_features, (16, 16), data.num_classes, norm=None, activation="sigmoid")
+    with torch.no_grad():
+        z = net[0](data.x_train[:40]).numpy().astype(np.float64)
+    record = history.probe["hidden1"]
+    assert record.mean[0] == pytest.approx(z.mean(), rel=1e-5, abs=1e-6)
+    assert record.std[0] == pytest.approx(z.std(), rel=1e-5)
+    np.testing.assert_allclose(record.percentiles[0], np.percentile(z, [15, 50, 85]), rtol=1e-5, atol=1e-6)
+
+
+def test_probe_batch_needs_a_probe():
+    with pytest.raises(ValueError, match="probe_batch"):
+        small_run(probe_batch=10)
+
+
+def test_stop_on_nonfinite_records_when_the_loss_diverged():
+    data = gaussian_blobs(n_per_class=60, seed=2)
+    histories = []
+    for stop in (True, False):
+        torch.manual_seed(0)
+        net = mlp(data.num_features, (64,) * 6, data.num_classes, norm=None, init="he")
+        histories.append(train_classifier(net, data, steps=30, lr=1e6, device="cpu", progress=False,
+                                          eval_every=5, stop_on_nonfinite=stop))
+    stopped, kept_going = histories
+    assert stopped.diverged and stopped.diverged_at is not None
+    assert len(stopped.loss) == stopped.diverged_at < 30
+    assert not np.isfinite(stopped.loss[-1]) and np.all(np.isfinite(stopped.loss[:-1]))
+    assert not kept_going.diverged and kept_going.diverged_at is None and len(kept_going.loss) == 30
+    np.testing.assert_array_equal(kept_going.loss[:stopped.diverged_at], stopped.loss)  # NaN == NaN here
+    _, fine, _ = small_run(steps=5)
+    assert not fine.diverged and fine.diverged_at is None
+
+
+def test_eval_steps_start_at_zero_and_end_at_the_last_step():
+    _, history, _ = small_run(steps=20, eval_every=7)
+    assert history.eval_steps == [0, 7, 14, 20]
+    assert len(history.test_accuracy) == 4 and all(0 <= a <= 1 for a in history.test_accuracy)
+
+
+def test_accuracy_at_is_the_last_evaluation_at_or_before_a_step():
+    history = History(eval_steps=[0, 10, 20], test_accuracy=[0.1, 0.5, 0.9])
+    assert [history.accuracy_at(s) for s in (0, 9, 10, 19, 20, 1000)] == [0.1, 0.1, 0.5, 0.5, 0.9, 0.9]
+    with pytest.raises(ValueError, match="no evaluation"):
+        history.accuracy_at(-1)
+    with pytest.raises(ValueError, match="no evaluation"):
+        History().accuracy_at(5)
+    assert not History().diverged and History(diverged_at=3).diverged
