@@ -7,6 +7,7 @@ keep the figure and redraw it, and a test can look at what was drawn.
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
@@ -20,6 +21,13 @@ __all__ = [
     "plot_sample_gradients",
     "plot_running_mean",
     "plot_accuracy_by_batching",
+    "shades",
+    "plot_percentile_bands",
+    "plot_histogram_grid",
+    "plot_histogram_heatmap",
+    "plot_gradient_flow",
+    "plot_update_ratio",
+    "plot_curves",
 ]
 
 # One colour per variant, across all lessons.
@@ -157,4 +165,139 @@ def plot_accuracy_by_batching(results: dict, chance: float | None = None, ax=Non
     ax.set_ylabel("test accuracy")
     ax.set_title("Running statistics give one answer; test-batch statistics depend on the batch")
     ax.legend(fontsize=8, loc="upper center", ncol=3)
+    return fig
+
+
+# ----------------------------------------------------------------------------- probes (lessons 04, 05)
+def shades(key: str, n: int) -> list:
+    """n shades of a variant's colour, light to dark, for several runs of one variant (e.g. learning rates)."""
+    base = np.array(matplotlib.colors.to_rgb(COLORS.get(key, "k")))
+    return [tuple(1 - (1 - base) * f) for f in np.linspace(0.45, 1.0, n)]
+
+
+def plot_percentile_bands(bands: dict, axes=None, title: str | None = None, ylabel: str = "sigmoid input") -> Figure:
+    """One axis per variant: the 15th-85th percentile band (shaded) and the median over training steps.
+
+    bands: {variant: (steps (n,), percentiles (n, 3) = 15th, 50th, 85th)}, variant in COLORS.
+    """
+    if axes is None:
+        fig, axes = new_figure(len(bands), width=4.2, height=3.0)
+    fig = axes[0].figure
+    for ax, (key, (steps, p)) in zip(axes, bands.items()):
+        ax.clear()
+        p = np.asarray(p)
+        ax.fill_between(steps, p[:, 0], p[:, 2], color=COLORS.get(key, "k"), alpha=0.25, lw=0,
+                        label="15th-85th percentile")
+        ax.plot(steps, p[:, 1], color=COLORS.get(key, "k"), lw=1.8, label="median")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(LABELS.get(key, key))
+        ax.legend(fontsize=8, loc="upper left")
+    lows = [np.nanmin(np.asarray(p)[:, 0]) for _, p in bands.values()]
+    highs = [np.nanmax(np.asarray(p)[:, 2]) for _, p in bands.values()]
+    for ax in axes[:len(bands)]:
+        ax.set_ylim(min(lows) - 0.1, max(highs) + 0.1)
+    fig.suptitle(title or "Without BN the distribution drifts; with BN it stays put")
+    return fig
+
+
+def plot_histogram_grid(recording, index: int, key: str, axes=None, gradients: bool = False) -> Figure:
+    """Histograms of every recorded layer at one recorded step (index into recording.steps), side by side.
+    gradients=True shows log10|dL/da| instead of the activations a."""
+    layers = list(recording.layers)
+    if axes is None:
+        fig, axes = new_figure(len(layers), width=2.8, height=2.6)
+    fig = axes[0].figure
+    for ax, layer in zip(axes, layers):
+        record = recording[layer]
+        edges = record.grad_edges if gradients else record.edges
+        hist = (record.grad_hist if gradients else record.hist)[index]
+        ax.clear()
+        ax.stairs(hist, edges, fill=True, color=COLORS.get(key, "k"), alpha=0.8)
+        ax.set_xlabel("log10 |dL/da|" if gradients else "value a")
+        ax.set_ylabel("fraction of values")
+        ax.set_title(layer)
+    fig.suptitle(f"{LABELS.get(key, key)}: every layer at step {int(recording.steps[index])}")
+    return fig
+
+
+def plot_histogram_heatmap(record, steps, ax=None, gradients: bool = False, title: str | None = None,
+                           mark_step: int | None = None) -> Figure:
+    """A layer's histogram over training as an image (the "colorful dimension" plot): x = step,
+    y = value, colour = log10 of the fraction of values in the bin. mark_step draws a vertical line."""
+    fig, ax = _axis(ax, width=6)
+    ax.clear()
+    hist = np.asarray(record.grad_hist if gradients else record.hist, dtype=np.float64)
+    edges = record.grad_edges if gradients else record.edges
+    steps = np.asarray(steps)
+    image = np.log10(np.maximum(hist.T, 1e-5))
+    ax.imshow(image, origin="lower", aspect="auto", cmap="viridis", vmin=-5, vmax=0,
+              extent=(steps[0], steps[-1], edges[0], edges[-1]), interpolation="nearest")
+    if mark_step is not None:
+        ax.axvline(mark_step, color="w", lw=1, ls="--")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("log10 |dL/da|" if gradients else "value a")
+    ax.set_title(title or "Distribution over training (colour: log10 fraction)")
+    return fig
+
+
+def plot_gradient_flow(norms: dict, ax=None, title: str | None = None, ylabel: str = "||dL/dW|| of the layer") -> Figure:
+    """Per-layer gradient norms (log scale) against layer index, one line per variant.
+
+    norms: {variant: array over layers 1..L} (layer 1 next to the input); variant keys pick colours,
+    other keys ('bn, lr 0.1') may be given with the variant first and a comma.
+    """
+    fig, ax = _axis(ax, width=6)
+    ax.clear()
+    for label, values in norms.items():
+        key = label.split(",")[0]
+        values = np.asarray(values, dtype=np.float64)
+        ax.semilogy(np.arange(1, len(values) + 1), values, "o-", ms=3, color=COLORS.get(key, "k"),
+                    label=LABELS.get(label, label))
+    ax.set_xlabel("hidden layer (1 = next to the input)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or "Gradient norm per layer")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_update_ratio(recording, key: str, ax=None, reference: float = 1e-3, weights_only: bool = True,
+                      title: str | None = None, names: list | None = None) -> Figure:
+    """log10 of update:data = ||delta theta|| / ||theta|| over training, one line per parameter, with the
+    rule-of-thumb reference (about 1e-3: each step changes a weight by a thousandth of its size).
+    names: the parameters to show (default: every weight, or every parameter if not weights_only)."""
+    fig, ax = _axis(ax, width=6)
+    ax.clear()
+    names = names or [n for n in recording.params if not weights_only or n.endswith("weight")]
+    for color, name in zip(shades(key, len(names)), names):
+        ratio = recording.params[name].update_data
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ax.plot(recording.steps, np.log10(ratio), color=color, lw=1, label=name)
+    ax.axhline(np.log10(reference), color="k", ls="--", lw=1, label=f"reference {reference:g}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("log10 (update : data)")
+    ax.set_title(title or f"{LABELS.get(key, key)}: size of each step relative to the weights")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def plot_curves(histories: dict, quantity: str = "test_accuracy", ax=None, title: str | None = None,
+                colors: dict | None = None) -> Figure:
+    """Test accuracy (or loss per step) of several runs on one axis. histories: {label: History};
+    a label's colour is colors[label], else the colour of its variant (the text before a comma)."""
+    if quantity not in ("test_accuracy", "loss"):
+        raise ValueError(f"quantity must be 'test_accuracy' or 'loss', got {quantity!r}")
+    fig, ax = _axis(ax, width=6)
+    ax.clear()
+    for label, history in histories.items():
+        color = (colors or {}).get(label, COLORS.get(label.split(",")[0], "k"))
+        if quantity == "loss":
+            ax.semilogy(np.arange(1, len(history.loss) + 1), history.loss, color=color, lw=1,
+                        label=LABELS.get(label, label))
+        else:
+            ax.plot(history.eval_steps, history.test_accuracy, color=color, lw=1.5, label=LABELS.get(label, label))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss (cross-entropy)" if quantity == "loss" else "test accuracy")
+    ax.set_title(title or ("Test accuracy during training" if quantity != "loss" else "Training loss"))
+    ax.legend(fontsize=8)
     return fig

@@ -16,23 +16,32 @@ import io
 
 import ipywidgets as widgets
 import numpy as np
+import PIL.Image
+import torch
 from IPython.display import display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from . import plots
 from .data import drifting_batches
 from .reference import batchnorm_forward, batchnorm_backward, running_average
 
-__all__ = ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "base_sample", "ramp_lag"]
+__all__ = ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
+           "GradientFlowExplorer", "base_sample", "ramp_lag"]
 
 
 class Explorer:
     """A figure, its controls and a text readout; redraws on every control change."""
 
     DPI = 80  # what the inline backend uses; keeps a redraw fast
+    # Constrained layout re-solves the figure's layout on every draw (about a third of a redraw);
+    # explorers whose labels keep their size solve it once and keep it.
+    FREEZE_LAYOUT = False
 
     def __init__(self, controls: dict, fig, axes):
         self.controls = controls
         self.fig, self.axes = fig, axes
+        self.fig.set_dpi(self.DPI)
+        self.canvas = FigureCanvasAgg(self.fig)
         self.image = widgets.Image(format="png")
         self.readout = widgets.HTML()
         self.redraws = 0
@@ -57,9 +66,16 @@ class Explorer:
     def update(self) -> None:
         self.readout.value = self.draw(**self.values)
         self.redraws += 1
+        self.image.value = self.render()
+
+    def render(self) -> bytes:
+        """The figure as PNG bytes: one Agg draw and a fast PNG encoding (savefig draws more than once)."""
+        self.canvas.draw()
+        if self.FREEZE_LAYOUT and self.fig.get_layout_engine() is not None:
+            self.fig.set_layout_engine("none")
         buffer = io.BytesIO()
-        self.fig.savefig(buffer, format="png", dpi=self.DPI)
-        self.image.value = buffer.getvalue()
+        PIL.Image.fromarray(np.asarray(self.canvas.buffer_rgba())).save(buffer, format="png", compress_level=1)
+        return buffer.getvalue()
 
     def snapshot(self) -> None:
         """Show the current figure as a plain image, which a static web page can display (widgets it cannot)."""
@@ -231,3 +247,170 @@ class MomentumExplorer(Explorer):
         if kind == "ramp":
             text += f" (theory for a ramp: drift·(1−m)/m = {self.drift * (1 - momentum) / momentum:.3f})"
         return text + "</p>"
+
+
+# ----------------------------------------------------------------------------- lesson 04
+class ActivationExplorer(Explorer):
+    """Recorded runs side by side (e.g. without and with BN): one layer's histogram at a chosen step,
+    or its whole history as an image with the step marked. Reads the probes' records only.
+
+    runs: {variant: bnlab.probes.Recording}, all recorded at the same steps.
+    """
+
+    FREEZE_LAYOUT = True
+    QUANTITIES = ("activations at this step", "gradients at this step", "activations over training",
+                  "gradients over training")
+
+    def __init__(self, runs: dict, layer: str | None = None, step: int | None = None):
+        self.runs = runs
+        first = next(iter(runs.values()))
+        self.steps = first.steps
+        if any(len(r) != len(first) or not np.array_equal(r.steps, self.steps) for r in runs.values()):
+            raise ValueError("the runs must be recorded at the same steps")
+        every = int(self.steps[1] - self.steps[0]) if len(self.steps) > 1 else 1
+        layers = list(first.layers)
+        style = {"description_width": "70px"}
+        controls = {
+            "step": widgets.IntSlider(value=int(self.steps[-1] if step is None else step), min=int(self.steps[0]),
+                                      max=int(self.steps[-1]), step=every, description="step", style=style,
+                                      layout=widgets.Layout(width="420px")),
+            "layer": widgets.Dropdown(options=layers, value=layer or layers[-1], description="layer", style=style,
+                                      layout=widgets.Layout(width="180px")),
+            "quantity": widgets.Dropdown(options=self.QUANTITIES, value=self.QUANTITIES[0], description="show",
+                                         style=style, layout=widgets.Layout(width="320px")),
+        }
+        self.play = widgets.Play(value=controls["step"].value, min=controls["step"].min, max=controls["step"].max,
+                                 step=every * 5, interval=150, description="play")
+        widgets.jslink((self.play, "value"), (controls["step"], "value"))
+        fig, axes = plots.new_figure(len(runs), width=4.3, height=3.1, pyplot=False)
+        super().__init__(controls, fig, axes)
+        row = self.widget.children[0]
+        row.children = (self.play, *row.children)
+
+    def index(self, step: int) -> int:
+        """The record at or just before a training step."""
+        return int(np.clip(np.searchsorted(self.steps, step, side="right") - 1, 0, len(self.steps) - 1))
+
+    def draw(self, step, layer, quantity) -> str:
+        i = self.index(step)
+        gradients = quantity.startswith("gradients")
+        rows = {}
+        for ax, (key, recording) in zip(self.axes, self.runs.items()):
+            record = recording[layer]
+            if quantity.endswith("over training"):
+                plots.plot_histogram_heatmap(record, self.steps, ax, gradients=gradients, mark_step=self.steps[i],
+                                             title=f"{plots.LABELS.get(key, key)}: {layer} over training")
+            else:
+                ax.clear()
+                edges = record.grad_edges if gradients else record.edges
+                ax.stairs((record.grad_hist if gradients else record.hist)[i], edges, fill=True,
+                          color=plots.COLORS.get(key, "k"), alpha=0.8)
+                if not gradients:
+                    for q, value in zip(recording.percentiles, record.percentiles[i]):
+                        ax.axvline(value, color="k", lw=0.8, ls="--" if q != 50 else "-")
+                ax.set_xlabel("log10 |dL/da|" if gradients else f"{layer} value (percentiles dashed)")
+                ax.set_ylabel("fraction of values")
+                ax.set_title(f"{plots.LABELS.get(key, key)}: {layer} at step {int(self.steps[i])}")
+            rows[plots.LABELS.get(key, key)] = (
+                f"{record.mean[i]:.3f}", f"{record.std[i]:.3f}",
+                " / ".join(f"{v:.2f}" for v in record.percentiles[i]), f"{record.grad_norm[i]:.2e}")
+        return _table(rows, ("", "mean", "std", "percentiles " + "/".join(f"{q:g}" for q in
+                                                                          next(iter(self.runs.values())).percentiles),
+                             "||dL/da||"))
+
+
+# ----------------------------------------------------------------------------- lesson 05
+class GradientFlowExplorer(Explorer):
+    """Deep MLPs with and without BN: per-layer gradient norms at initialization (left) and test
+    accuracy during training at a learning rate (right).
+
+    Gradient norms are precomputed for every depth x activation x init in the menus; training runs
+    come from `runs` ({(norm, depth, activation, init, lr): History}) and from the "train" button,
+    which trains the selected configuration (both variants, with a progress bar) and adds it.
+    """
+
+    FREEZE_LAYOUT = True
+    DEPTHS = (2, 5, 10, 20, 30, 50)
+    ACTIVATIONS = ("relu", "tanh", "sigmoid")
+    INITS = ("he", "lecun", "default")
+    LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+    def __init__(self, data, runs: dict | None = None, batch_size: int = 128, steps: int = 300, seed: int = 0,
+                 depth: int = 10, activation: str = "relu", init: str = "he", lr: float = 1.0):
+        from .experiments import deep_mlp, weight_grad_norms  # experiments imports train; keep widgets light
+
+        self.data, self.steps, self.seed = data, steps, seed
+        self.runs = dict(runs or {})
+        x, y = data.x_train[:batch_size], data.y_train[:batch_size]
+        self.norms = {}
+        for d in self.DEPTHS:
+            for act in self.ACTIVATIONS:
+                for ini in self.INITS:
+                    for norm in (None, "bn"):
+                        torch.manual_seed(seed)
+                        model = deep_mlp(d, activation=act, norm=norm, init=None if ini == "default" else ini,
+                                         in_features=data.num_features, out_features=data.num_classes)
+                        self.norms[(norm, d, act, ini)] = weight_grad_norms(model, x, y)
+        style = {"description_width": "80px"}
+        controls = {
+            "depth": widgets.SelectionSlider(options=self.DEPTHS, value=depth, description="depth", style=style,
+                                             continuous_update=False),
+            "activation": widgets.Dropdown(options=self.ACTIVATIONS, value=activation, description="activation",
+                                           style=style, layout=widgets.Layout(width="200px")),
+            "init": widgets.Dropdown(options=self.INITS, value=init, description="init", style=style,
+                                     layout=widgets.Layout(width="200px")),
+            "lr": widgets.SelectionSlider(options=self.LRS, value=lr, description="learning rate", style=style,
+                                          continuous_update=False),
+        }
+        self.button = widgets.Button(description="train this configuration", icon="play",
+                                     layout=widgets.Layout(width="240px"))
+        self.progress = widgets.Output()  # holds the progress bar; only a button press writes to it
+        self.button.on_click(lambda _: self.train_selected())
+        fig, axes = plots.new_figure(2, width=4.6, height=3.2, pyplot=False)
+        super().__init__(controls, fig, axes)
+        self.widget.children = (*self.widget.children[:2], widgets.HBox([self.button, self.progress]),
+                                *self.widget.children[2:])
+
+    def key(self, norm, depth, activation, init, lr):
+        return (norm, depth, activation, init, lr)
+
+    def train_selected(self) -> None:
+        """Train the selected configuration with and without BN (a few seconds each) and redraw."""
+        from .experiments import deep_mlp
+        from .train import train_classifier
+
+        v = self.values
+        with self.progress:
+            self.progress.clear_output()
+            for norm in (None, "bn"):
+                torch.manual_seed(self.seed)
+                model = deep_mlp(v["depth"], activation=v["activation"], norm=norm,
+                                 init=None if v["init"] == "default" else v["init"],
+                                 in_features=self.data.num_features, out_features=self.data.num_classes)
+                self.runs[self.key(norm, **v)] = train_classifier(
+                    model, self.data, steps=self.steps, batch_size=60, lr=v["lr"], eval_every=max(1, self.steps // 10),
+                    seed=self.seed, device="cpu")
+        self.update()
+
+    def draw(self, depth, activation, init, lr) -> str:
+        grad = {("bn" if norm else "plain"): self.norms[(norm, depth, activation, init)] for norm in (None, "bn")}
+        plots.plot_gradient_flow(grad, self.axes[0], title=f"At initialization: depth {depth}, {activation}, {init} init")
+        trained = {("bn" if norm else "plain"): self.runs.get(self.key(norm, depth, activation, init, lr))
+                   for norm in (None, "bn")}
+        ax = self.axes[1]
+        if all(h is not None for h in trained.values()):
+            plots.plot_curves(trained, ax=ax, title=f"Training at learning rate {lr:g}")
+            ax.set_ylim(0, 1)
+            status = " · ".join(
+                f"{plots.LABELS[k]}: " + (f"loss not finite at step {h.diverged_at}" if h.diverged
+                                          else f"test accuracy {h.test_accuracy[-1]:.3f}")
+                for k, h in trained.items())
+        else:
+            ax.clear()
+            ax.text(0.5, 0.5, "not trained yet:\npress 'train this configuration'", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_axis_off()
+            status = "this configuration has not been trained"
+        ratio = {k: v[0] / v[-1] for k, v in grad.items()}
+        return (f"<p>first / last hidden layer gradient norm: without BN {ratio['plain']:.2g}, "
+                f"with BN {ratio['bn']:.2g}</p><p>{status}</p>")
