@@ -48,7 +48,7 @@ execute: $(STAMP)
 		--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.store_widget_state=True [0-9]*.ipynb
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_batchnorm.py
+	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -6,7 +6,6 @@ our own forward hooks (`Tap`) capture next to the probe's.
 
 from __future__ import annotations
 
-import copy
 import functools
 
 import numpy as np
@@ -430,26 +429,31 @@ def deep_mlp(depth=20, width=16):
     return nn.Sequential(*layers, nn.Linear(width, 1))
 
 
-def recorded_nbytes(steps, bins=40, batch=4):
+def recorded_nbytes(segments, bins=40, batch=4):
+    """recording.nbytes after each segment of steps; the probe is re-entered for each, trims on exit."""
     model = deep_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x, y = data(n=batch, shape=(4,))
-    with Probe(model, optimizer=opt, bins=bins) as probe:
-        for _ in range(steps):
-            F.mse_loss(model(x), y).backward()
-            opt.step()
-            opt.zero_grad()
-    assert len(probe.recording) == steps and len(probe.recording.layers) == 20
-    return probe.recording.nbytes
+    probe, sizes = Probe(model, optimizer=opt, bins=bins), []
+    for steps in segments:
+        with probe:
+            for _ in range(steps):
+                F.mse_loss(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+        sizes.append(probe.recording.nbytes)
+    assert len(probe.recording) == sum(segments) and len(probe.recording.layers) == 20
+    return sizes
 
 
-def test_memory_grows_with_records_layers_bins_only():
-    n1000 = recorded_nbytes(1000)
+def test_memory_grows_with_records_layers_bins_only(restore_threads):
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
+    n500, n1000 = recorded_nbytes([500, 500])
     assert n1000 <= 50 * 2 ** 20
-    assert n1000 == 2 * recorded_nbytes(500)  # linear in records (trimmed on exit)
+    assert n1000 == 2 * n500  # linear in records
     # 70 more float32 bins per layer per record, nothing else
-    assert recorded_nbytes(50, bins=80) - recorded_nbytes(50, bins=10) == 50 * 20 * 70 * 4
-    assert recorded_nbytes(20, batch=8) == recorded_nbytes(20, batch=512)
+    assert recorded_nbytes([40], bins=80)[0] - recorded_nbytes([40], bins=10)[0] == 40 * 20 * 70 * 4
+    assert recorded_nbytes([20], batch=8) == recorded_nbytes([20], batch=512)
 
 
 # ---------------------------------------------------------------------------- 9. median_drift
