@@ -29,7 +29,7 @@ def initialize(model: nn.Module, init: str | float | None, gain: float = 1.0) ->
     "small random Gaussian values"). gain multiplies the std. Biases are set to 0 unless init is None.
     Draws from torch's global generator: seed it first.
     """
-    if init is not None and not isinstance(init, (int, float)) and init not in INITS:
+    if isinstance(init, bool) or (init is not None and not isinstance(init, (int, float)) and init not in INITS):
         raise ValueError(f"init must be None, a std (number) or one of {sorted(INITS)}, got {init!r}")
     if isinstance(init, (int, float)) and not init > 0:
         raise ValueError(f"an init std must be > 0, got {init}")

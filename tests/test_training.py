@@ -162,3 +162,9 @@ def test_accuracy_at_is_the_last_evaluation_at_or_before_a_step():
     with pytest.raises(ValueError, match="no evaluation"):
         History().accuracy_at(5)
     assert not History().diverged and History(diverged_at=3).diverged
+
+
+def test_init_refuses_a_bool():
+    """True is an int to Python; as an init it is a mistake, not a std of 1."""
+    with pytest.raises(ValueError, match="init"):
+        mlp(4, (3,), 2, init=True)
