@@ -202,7 +202,8 @@ class Probe:
     A step is recorded when step % every == 0: only forward passes with autograd enabled count (an
     evaluation under torch.no_grad is ignored), and only the first call of a layer in a step. With
     optimizer given, optimizer.step() ends each step (via its step hooks) and update:data is
-    recorded; without one, call `end_step()` after each update yourself.
+    recorded; without one, call `end_step()` after backward() and before your own update (grad:data
+    divides by the parameters as they are when end_step runs; update:data is then NaN).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
