@@ -7,8 +7,8 @@ of log10|dL/da|), and per parameter theta the ratios
 
     grad:data   = ||dL/dtheta|| / ||theta||,      update:data = ||theta_new - theta_old|| / ||theta_old||.
 
-Statistics are computed where the tensors live (CPU or GPU) and copied to the CPU as one small
-vector per recorded step. Memory grows with layers x records x bins only.
+Statistics are computed where the tensors live (CPU or GPU), for all layers of one shape at once,
+and only these few numbers are copied to the CPU. Memory grows with layers x records x bins only.
 
     with Probe(model, optimizer=opt, every=10) as probe:
         ...train as usual...               # hooks record; optimizer.step() closes each step

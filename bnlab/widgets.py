@@ -371,31 +371,24 @@ class GradientFlowExplorer(Explorer):
         self.widget.children = (*self.widget.children[:2], widgets.HBox([self.button, self.progress]),
                                 *self.widget.children[2:])
 
-    def key(self, norm, depth, activation, init, lr):
-        return (norm, depth, activation, init, lr)
-
     def train_selected(self) -> None:
         """Train the selected configuration with and without BN (a few seconds each) and redraw."""
-        from .experiments import deep_mlp
-        from .train import train_classifier
+        from .experiments import lr_sweep
 
         v = self.values
         with self.progress:
             self.progress.clear_output()
-            for norm in (None, "bn"):
-                torch.manual_seed(self.seed)
-                model = deep_mlp(v["depth"], activation=v["activation"], norm=norm,
-                                 init=None if v["init"] == "default" else v["init"],
-                                 in_features=self.data.num_features, out_features=self.data.num_classes)
-                self.runs[self.key(norm, **v)] = train_classifier(
-                    model, self.data, steps=self.steps, batch_size=60, lr=v["lr"], eval_every=max(1, self.steps // 10),
-                    seed=self.seed, device="cpu")
+            trained = lr_sweep([v["lr"]], depth=v["depth"], activation=v["activation"],
+                               init=None if v["init"] == "default" else v["init"], steps=self.steps,
+                               seed=self.seed, data=self.data)
+        for (norm, lr), history in trained.items():
+            self.runs[(norm, v["depth"], v["activation"], v["init"], lr)] = history
         self.update()
 
     def draw(self, depth, activation, init, lr) -> str:
         grad = {("bn" if norm else "plain"): self.norms[(norm, depth, activation, init)] for norm in (None, "bn")}
         plots.plot_gradient_flow(grad, self.axes[0], title=f"At initialization: depth {depth}, {activation}, {init} init")
-        trained = {("bn" if norm else "plain"): self.runs.get(self.key(norm, depth, activation, init, lr))
+        trained = {("bn" if norm else "plain"): self.runs.get((norm, depth, activation, init, lr))
                    for norm in (None, "bn")}
         ax = self.axes[1]
         if all(h is not None for h in trained.values()):
