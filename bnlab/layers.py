@@ -1,8 +1,14 @@
-"""`BatchNorm`, a from-scratch ``torch.nn`` module that can stand in for ``torch.nn.BatchNorm1d/2d/3d``.
+"""`BatchNorm`, a from-scratch ``torch.nn`` module that can stand in for ``torch.nn.BatchNorm1d/2d/3d``,
+and a variant that changes how a batch is normalized in training.
 
 Same constructor arguments, parameters, buffers and state_dict keys as torch's modules, so a
 state_dict loads both ways. One class handles (N, C) to (N, C, D, H, W) inputs; ``BatchNorm1d``,
 ``BatchNorm2d`` and ``BatchNorm3d`` add torch's input-rank checks for drop-in use.
+
+``BatchRenorm`` (Ioffe 2017) corrects the batch statistics towards the running ones, so that an
+example's training output depends less on the rest of its batch (lesson 08, small batches). It
+evaluates like BN, y = weight * (x - running_mean) / sqrt(running_var + eps) + bias, and shares
+BN's state_dict keys, so a BN state_dict loads into it.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ import inspect
 import torch
 from torch import nn
 
-from .functional import batch_norm
+from .functional import _check_inputs, _shapes, batch_norm
 
-__all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+__all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
+           "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d", "batch_renorm"]
 
 # torch >= 2.10 has BatchNorm(..., *, bias=True) and shows it in the repr; print what the installed
 # torch prints, so that swapping the two modules changes nothing visible
@@ -143,3 +150,206 @@ class BatchNorm2d(BatchNorm):
 class BatchNorm3d(BatchNorm):
     """BatchNorm for (N, C, D, H, W) input, like torch.nn.BatchNorm3d."""
     _valid_dims = (5,)
+
+
+# ----------------------------------------------------------------------------- variants of BN
+class _RunningStatsNorm(nn.Module):
+    """What BatchRenorm shares with torch's BatchNorm: constructor checks,
+    parameters and buffers under the same names and in the same order, reset, input checks, and
+    the loading of state_dicts without num_batches_tracked. (BatchNorm keeps its own copy.)"""
+
+    _version = 2
+    _valid_dims = (2, 3, 4, 5)
+
+    def __init__(self, num_features: int, eps: float, momentum: float | None, affine: bool,
+                 track_running_stats: bool, device, dtype):
+        super().__init__()
+        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
+            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        factory = {"device": device, "dtype": dtype}
+        if affine:
+            self.weight = nn.Parameter(torch.empty(num_features, **factory))
+            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def _check_input(self, input) -> None:
+        if not isinstance(input, torch.Tensor):
+            raise ValueError(f"input must be a torch.Tensor, got {type(input).__name__}")
+        if input.dim() not in self._valid_dims:
+            want = " or ".join(f"{d}D" for d in self._valid_dims)
+            raise ValueError(f"{type(self).__name__} expected {want} input, got {input.dim()}D "
+                             f"(shape {tuple(input.shape)})")
+        if input.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) expected {self.num_features} "
+                             f"channels on dim 1, got input of shape {tuple(input.shape)}")
+
+    def _momentum_factor(self) -> float:
+        """The weight of this batch in the running averages; the counter is only advanced once the
+        forward pass has succeeded, so a rejected input leaves the module as it was."""
+        if self.momentum is None:  # cumulative average, as torch
+            return 1.0 / (int(self.num_batches_tracked) + 1)
+        return self.momentum
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # state_dicts from before torch 0.4.1 (version < 2) have no num_batches_tracked; keep ours
+        version = local_metadata.get("version", None)
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = (self.num_batches_tracked if self.num_batches_tracked.device.type != "meta"
+                               else torch.tensor(0, dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+def _affine(x_hat: torch.Tensor, weight, bias, shape) -> torch.Tensor:
+    if weight is not None:
+        x_hat = x_hat * weight.view(shape)
+    if bias is not None:
+        x_hat = x_hat + bias.view(shape)
+    return x_hat
+
+
+def _normalize_with_running_stats(input, running_mean, running_var, eps, shape) -> torch.Tensor:
+    """The eval-mode x_hat of all three layers: (x - running_mean) / sqrt(running_var + eps)."""
+    return (input - running_mean.view(shape)) / torch.sqrt(running_var.view(shape) + eps)
+
+
+def _check_clip_limits(r_max, d_max) -> None:
+    # not (x >= 1) also rejects NaN
+    if isinstance(r_max, bool) or not isinstance(r_max, (int, float)) or not r_max >= 1:
+        raise ValueError(f"r_max must be a number >= 1 (r is clipped to [1/r_max, r_max]), got {r_max!r}")
+    if isinstance(d_max, bool) or not isinstance(d_max, (int, float)) or not d_max >= 0:
+        raise ValueError(f"d_max must be a number >= 0 (d is clipped to [-d_max, d_max]), got {d_max!r}")
+
+
+def batch_renorm(input, running_mean, running_var, weight=None, bias=None, training=False,
+                 momentum=0.1, eps=1e-5, r_max=3.0, d_max=5.0):
+    """Batch renormalization (Ioffe 2017) over dim 1 of ``input``.
+
+    Training, for each channel c over its m values (batch and spatial positions):
+        mu_B = mean x_c,   sigma_B = sqrt(var_B + eps)   (var_B biased, as BN normalizes)
+        sigma = sqrt(running_var + eps)
+        r = clip(sigma_B / sigma, 1/r_max, r_max),   d = clip((mu_B - running_mean) / sigma, -d_max, d_max)
+        x_hat = (x - mu_B) / sigma_B * r + d        r and d are constants in the backward pass
+    then running_mean and running_var are updated in place exactly as batch_norm does, after r and
+    d were computed from the old values. Eval: x_hat = (x - running_mean) / sigma. Then
+    y = weight * x_hat + bias.
+
+    Where r and d are not clipped, x_hat = (x - running_mean) / sigma: the eval output, whatever
+    else is in the batch. r_max=1, d_max=0 gives r=1, d=0, which is batch_norm. Since r and d
+    are constants, dL/dx is r times batch_norm's dL/dx.
+
+    input: (N, C, *spatial); running_mean, running_var: (C,), required; weight, bias: (C,) or None.
+    """
+    _check_inputs(input, running_mean, running_var, weight, bias, training, eps)
+    if running_mean is None:
+        raise ValueError("batch_renorm needs running_mean and running_var: r and d compare the batch "
+                         "statistics with them")
+    _check_clip_limits(r_max, d_max)
+    dims, shape = _shapes(input)
+    if not training:
+        return _affine(_normalize_with_running_stats(input, running_mean, running_var, eps, shape),
+                       weight, bias, shape)
+    m = input.numel() // input.shape[1]
+    mean = input.mean(dims)
+    centred = input - mean.view(shape)
+    var = (centred * centred).mean(dims)
+    sigma_batch = torch.sqrt(var + eps)
+    with torch.no_grad():
+        sigma_running = torch.sqrt(running_var + eps)
+        r = (sigma_batch / sigma_running).clamp(1.0 / r_max, r_max).to(input.dtype)
+        d = ((mean - running_mean) / sigma_running).clamp(-d_max, d_max).to(input.dtype)
+        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+        # unbiased variance for the running estimate, as torch does
+        running_var.mul_(1 - momentum).add_(var.to(running_var.dtype) * (m / (m - 1)), alpha=momentum)
+    x_hat = centred * (r / sigma_batch).view(shape) + d.view(shape)
+    return _affine(x_hat, weight, bias, shape)
+
+
+class BatchRenorm(_RunningStatsNorm):
+    """Batch renormalization (Ioffe 2017) over dim 1 (features or channels) of a 2-D to 5-D input.
+
+    Training normalizes with the batch's mu_B and sigma_B, then corrects towards the running
+    statistics with r = clip(sigma_B / sigma, 1/r_max, r_max) and
+    d = clip((mu_B - running_mean) / sigma, -d_max, d_max), sigma = sqrt(running_var + eps):
+        x_hat = (x - mu_B) / sigma_B * r + d,   y = weight * x_hat + bias
+    (see batch_renorm). Running statistics are updated as BN's, after r and d are computed.
+    Eval is BN's eval. While num_batches_tracked < warmup_steps, r = 1 and d = 0 (plain BN): the
+    running statistics are not worth correcting towards yet. The paper raises r_max from 1 to 3
+    and d_max from 0 to 5 over training; r_max and d_max are plain attributes, so a training loop
+    can change them between steps.
+
+    Always tracks running statistics (r and d are defined by them): there is no
+    track_running_stats argument. Parameters and buffers are torch BatchNorm's, so a BN state_dict
+    loads into it and back.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, r_max: float = 3.0, d_max: float = 5.0, warmup_steps: int = 0,
+                 device=None, dtype=None):
+        _check_clip_limits(r_max, d_max)
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+        super().__init__(num_features, eps, momentum, affine, True, device, dtype)
+        self.r_max = r_max
+        self.d_max = d_max
+        self.warmup_steps = warmup_steps
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input(input)
+        if not self.training:
+            return batch_renorm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps, self.r_max, self.d_max)
+        warming_up = int(self.num_batches_tracked) < self.warmup_steps
+        r_max, d_max = (1.0, 0.0) if warming_up else (self.r_max, self.d_max)
+        out = batch_renorm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                           True, self._momentum_factor(), self.eps, r_max, d_max)
+        self.num_batches_tracked.add_(1)
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"r_max={self.r_max}, d_max={self.d_max}, warmup_steps={self.warmup_steps}")
+
+
+class BatchRenorm1d(BatchRenorm):
+    """BatchRenorm for (N, C) or (N, C, L) input."""
+    _valid_dims = (2, 3)
+
+
+class BatchRenorm2d(BatchRenorm):
+    """BatchRenorm for (N, C, H, W) input."""
+    _valid_dims = (4,)
