@@ -239,12 +239,20 @@ class _RunningStatsNorm(nn.Module):
                                       unexpected_keys, error_msgs)
 
 
-def _affine(x_hat: torch.Tensor, weight, bias, shape) -> torch.Tensor:
+def _affine(x_hat: torch.Tensor, weight, bias, shape, dtype) -> torch.Tensor:
+    """weight * x_hat + bias, returned in the input's dtype: with float16/bfloat16 input and
+    float32 parameters (mixed precision) the product is float32, and torch's BN returns float16."""
     if weight is not None:
         x_hat = x_hat * weight.view(shape)
     if bias is not None:
         x_hat = x_hat + bias.view(shape)
-    return x_hat
+    return x_hat.to(dtype)
+
+
+def _compute_precision(input: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 input in float32: statistics of a few hundred values in 8 bits of mantissa
+    lose the mean's digits (torch's BN kernels accumulate in float32 too)."""
+    return input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
 
 
 def _normalize_with_running_stats(input, running_mean, running_var, eps, shape) -> torch.Tensor:
@@ -285,23 +293,24 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
                          "statistics with them")
     _check_clip_limits(r_max, d_max)
     dims, shape = _shapes(input)
+    x = _compute_precision(input)
     if not training:
-        return _affine(_normalize_with_running_stats(input, running_mean, running_var, eps, shape),
-                       weight, bias, shape)
-    m = input.numel() // input.shape[1]
-    mean = input.mean(dims)
-    centred = input - mean.view(shape)
+        return _affine(_normalize_with_running_stats(x, running_mean, running_var, eps, shape),
+                       weight, bias, shape, input.dtype)
+    m = x.numel() // x.shape[1]
+    mean = x.mean(dims)
+    centred = x - mean.view(shape)
     var = (centred * centred).mean(dims)
     sigma_batch = torch.sqrt(var + eps)
     with torch.no_grad():
         sigma_running = torch.sqrt(running_var + eps)
-        r = (sigma_batch / sigma_running).clamp(1.0 / r_max, r_max).to(input.dtype)
-        d = ((mean - running_mean) / sigma_running).clamp(-d_max, d_max).to(input.dtype)
+        r = (sigma_batch / sigma_running).clamp(1.0 / r_max, r_max).to(x.dtype)
+        d = ((mean - running_mean) / sigma_running).clamp(-d_max, d_max).to(x.dtype)
         running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
         # unbiased variance for the running estimate, as torch does
         running_var.mul_(1 - momentum).add_(var.to(running_var.dtype) * (m / (m - 1)), alpha=momentum)
     x_hat = centred * (r / sigma_batch).view(shape) + d.view(shape)
-    return _affine(x_hat, weight, bias, shape)
+    return _affine(x_hat, weight, bias, shape, input.dtype)
 
 
 class BatchRenorm(_RunningStatsNorm):
@@ -421,12 +430,13 @@ def range_batch_norm(input, running_mean, running_var, weight=None, bias=None, t
     if correction not in RANGE_CORRECTIONS:
         raise ValueError(f"correction must be one of {RANGE_CORRECTIONS}, got {correction!r}")
     dims, shape = _shapes(input)
+    x = _compute_precision(input)
     if not training:
-        return _affine(_normalize_with_running_stats(input, running_mean, running_var, eps, shape),
-                       weight, bias, shape)
-    n = input.numel() // input.shape[1]
-    mean = input.mean(dims)
-    centred = input - mean.view(shape)
+        return _affine(_normalize_with_running_stats(x, running_mean, running_var, eps, shape),
+                       weight, bias, shape, input.dtype)
+    n = x.numel() // x.shape[1]
+    mean = x.mean(dims)
+    centred = x - mean.view(shape)
     scale = range_correction(n, correction) * (centred.amax(dims) - centred.amin(dims))
     scale_sq = scale * scale
     if running_mean is not None:
@@ -435,7 +445,7 @@ def range_batch_norm(input, running_mean, running_var, weight=None, bias=None, t
             running_var.mul_(1 - momentum).add_(scale_sq.to(running_var.dtype), alpha=momentum)
     # eps inside the square root, as BN's sqrt(var + eps): s^2 plays the part of var
     x_hat = centred / torch.sqrt(scale_sq + eps).view(shape)
-    return _affine(x_hat, weight, bias, shape)
+    return _affine(x_hat, weight, bias, shape, input.dtype)
 
 
 class RangeBatchNorm(_RunningStatsNorm):

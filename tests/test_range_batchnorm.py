@@ -266,3 +266,19 @@ def test_range_correction_needs_two_values(n):
 def test_integer_input_is_rejected():
     with pytest.raises(ValueError, match="floating-point"):
         L.RangeBatchNorm1d(3)(torch.ones(4, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_mixed_precision_returns_the_input_dtype(training):
+    """bfloat16 input with float32 parameters and statistics: bfloat16 out, as torch's BN."""
+    m = L.RangeBatchNorm2d(3).train(training)
+    with torch.no_grad():
+        m.running_mean.fill_(0.5), m.running_var.fill_(2.0), m.weight.fill_(1.5)
+    reference = L.RangeBatchNorm2d(3).train(training)
+    reference.load_state_dict(m.state_dict())
+    x = random_bn_input((4, 3, 4, 4), dtype=torch.float32, seed=12).to(torch.bfloat16)
+    with torch.no_grad():
+        # the reference sees the same (rounded) values; only the output's rounding may differ
+        out, expected = m(x), reference(x.float())
+    assert out.dtype == torch.bfloat16 and m.running_var.dtype == torch.float32
+    assert max_err(out, expected) <= 2**-8 * float(expected.abs().max())

@@ -397,3 +397,19 @@ def test_functional_needs_running_stats():
 def test_repr_names_the_clip_limits():
     assert repr(L.BatchRenorm2d(3, r_max=2.0, d_max=1.0, warmup_steps=5)) == (
         "BatchRenorm2d(3, eps=1e-05, momentum=0.1, affine=True, r_max=2.0, d_max=1.0, warmup_steps=5)")
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_mixed_precision_returns_the_input_dtype(training):
+    """bfloat16 input with float32 parameters and statistics (autocast's case): bfloat16 out, as
+    torch's BN, close to the float32 result; the running statistics stay float32."""
+    m = L.BatchRenorm2d(3).train(training)
+    with torch.no_grad():
+        m.running_mean.fill_(0.5), m.running_var.fill_(2.0), m.weight.fill_(1.5)
+    reference = copy.deepcopy(m)
+    x = random_bn_input((4, 3, 4, 4), dtype=torch.float32, seed=12).to(torch.bfloat16)
+    with torch.no_grad():
+        # the reference sees the same (rounded) values; only the output's rounding may differ
+        out, expected = m(x), reference(x.float())
+    assert out.dtype == torch.bfloat16 and m.running_mean.dtype == torch.float32
+    assert max_err(out, expected) <= 2**-8 * float(expected.abs().max())
