@@ -250,13 +250,13 @@ def _affine(x_hat: torch.Tensor, weight, bias, shape, dtype) -> torch.Tensor:
 
 
 def _compute_precision(input: torch.Tensor) -> torch.Tensor:
-    """float16/bfloat16 input in float32: statistics of a few hundred values in 8 bits of mantissa
-    lose the mean's digits (torch's BN kernels accumulate in float32 too)."""
+    """float16/bfloat16 input in float32: with 11 or 8 bits of mantissa, x - mu of values far from
+    zero keeps few digits, and sums over many values lose more (torch's BN accumulates in float32)."""
     return input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
 
 
 def _normalize_with_running_stats(input, running_mean, running_var, eps, shape) -> torch.Tensor:
-    """The eval-mode x_hat of all three layers: (x - running_mean) / sqrt(running_var + eps)."""
+    """The eval-mode x_hat of both variants, BN's own: (x - running_mean) / sqrt(running_var + eps)."""
     return (input - running_mean.view(shape)) / torch.sqrt(running_var.view(shape) + eps)
 
 
