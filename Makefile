@@ -14,10 +14,11 @@ PY := $(VENV)/bin/python
 # JupyterLab refuses to start as root (containers, CI machines) unless told
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 STAMP := $(VENV)/.bnlab-installed
+E2E_STAMP := $(VENV)/.bnlab-e2e-installed
 # This machine's pip.conf names local indexes that do not exist; the warnings drown real errors.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup lab test unit nbval bench execute clean
+.PHONY: setup lab test unit nbval e2e bench execute clean
 
 setup: $(STAMP)
 
@@ -41,6 +42,15 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	$(PY) -m pytest notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)
+
+# Lessons 01 and 04 run in JupyterLab in headless Chromium (Debian's /usr/bin/chromium, driven by
+# Playwright); screenshots go to e2e-artifacts/. `make test` does not collect tests/e2e.
+e2e: $(E2E_STAMP)
+	$(PY) -m pytest tests/e2e --e2e -v $(PYTEST_ARGS)
+
+$(E2E_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[e2e]" 2>&1 | $(QUIET_PIP)
+	@touch $@
 
 # Re-execute every lesson in place, top to bottom, as students should find them.
 execute: $(STAMP)

@@ -1,5 +1,7 @@
 """Fixtures for the bnlab unit tests (helpers to import live in bn_testing.py)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,3 +12,19 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--e2e", action="store_true",
+                     help="run the end-to-end browser tests in tests/e2e (what `make e2e` does)")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/e2e needs Chromium and Playwright and takes minutes, so `pytest tests` (make test, make unit)
+    leaves it out; --e2e (make e2e), or naming tests/e2e on the command line, collects it."""
+    if collection_path == E2E and not config.getoption("--e2e"):
+        return True
+    return None

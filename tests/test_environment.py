@@ -1,5 +1,6 @@
 """environment.yml and pyproject.toml declare the same packages and minimum versions; CI and Makefile
-do what the README promises (`make lab`, `make test`, CI pinned to the CPU torch 2.13.0)."""
+do what the README promises (`make lab`, `make test`, CI pinned to the CPU torch 2.13.0, then the
+end-to-end browser test with `make e2e`)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ def _split(requirement: str) -> tuple[str, str]:
 
 
 def pyproject_requirements(text: str) -> dict[str, str]:
-    """project.dependencies + optional-dependencies['test'] as {name: specifier}."""
+    """project.dependencies + every optional-dependencies group ('test', 'e2e') as {name: specifier}."""
     project = tomllib.loads(text)["project"]
-    reqs = project["dependencies"] + project["optional-dependencies"]["test"]
+    reqs = project["dependencies"] + [r for group in project["optional-dependencies"].values() for r in group]
     return dict(_split(r) for r in reqs)
 
 
@@ -130,11 +131,23 @@ def test_environment_parser_handles_spaces_and_comments():
     assert environment_requirements(text) == {"numpy": ">=1.24", "torch": ">=2.2"}
 
 
+def _ci_commands() -> list[str]:
+    return [ln.strip() for ln in _read(".ci/run").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
 def test_ci_installs_pinned_torch_and_runs_make_test():
-    commands = [ln.strip() for ln in _read(".ci/run").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    commands = _ci_commands()
     make_test = [c for c in commands if re.match(r"^make\s+test\b", c)]
     assert make_test, f".ci/run never calls `make test`: {commands}"
     assert any(re.search(r"\bTORCH=torch==2\.13\.0\b", c) for c in make_test), make_test
+
+
+def test_ci_runs_the_browser_test_after_make_test():
+    commands = _ci_commands()
+    runs = [c for c in commands if re.match(r"^make\s+(test|e2e)\b", c)]
+    assert [c.split()[1] for c in runs] == ["test", "e2e"], f".ci/run should run `make test`, then `make e2e`: {runs}"
+    assert re.search(r"\bTORCH=torch==2\.13\.0\b", runs[1]), runs[1]
+    assert re.search(r"^e2e:", _read("Makefile"), re.MULTILINE), "no `e2e:` rule in the Makefile"
 
 
 def test_makefile_has_lab_and_test_targets():
