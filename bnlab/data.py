@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 __all__ = ["Split", "digits", "gaussian_blobs", "drifting_batches",
-           "SegmentationSplit", "ShapeGeometry", "shapes", "lesions", "read_idx", "mnist"]
+           "SegmentationSplit", "ShapeGeometry", "shapes", "lesions", "read_idx", "mnist",
+           "vary_scans"]
 
 
 @dataclass
@@ -161,6 +162,12 @@ class SegmentationSplit:
     @property
     def image_size(self) -> int:
         return self.x_train.shape[-1]
+
+    def foreground(self, name: str = "shape") -> "SegmentationSplit":
+        """The same images with the classes 1..K-1 merged into one: background vs foreground."""
+        return SegmentationSplit(self.x_train, (self.masks_train > 0).long(), self.x_test,
+                                 (self.masks_test > 0).long(), (self.class_names[0], name),
+                                 self.labels_train, self.labels_test)
 
 
 @dataclass
@@ -513,7 +520,7 @@ def mnist(root, kind: str = "mnist", images: bool = True, limit: int | tuple[int
         if (len(limits) != 2 or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1
                                     for n in limits)):
             raise ValueError(f"limit must be None, a positive int or (n_train, n_test) of positive ints, got {limit!r}")
-    root = Path(root)
+    root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder. Nothing is downloaded: point root at the folder that "
                                 f"holds the {kind} IDX files.")
@@ -532,3 +539,28 @@ def mnist(root, kind: str = "mnist", images: bool = True, limit: int | tuple[int
         x = x.reshape(len(x), 1, *x.shape[1:]) if images else x.reshape(len(x), -1)
         tensors += [torch.from_numpy(x), torch.from_numpy(labels.astype(np.int64))]
     return Split(*tensors)
+
+
+# ============================================================================= scanner variation
+def vary_scans(data: Split, spread: float = 1.0, seed: int = 0) -> Split:
+    """Give every image of an image split its own global gain and offset, as scans from different
+    scanners and patients have (lesson 08):
+
+        x' = gain * x + offset,   gain = exp(spread * U(-1, 1)),   offset = spread * U(-1, 1)
+
+    so gains range over x0.37..x2.7 at spread 1. Labels are unchanged; train and test draw from
+    independent streams of seed. spread=0 returns the images unchanged.
+    """
+    if data.x_train.dim() != 4:
+        raise ValueError(f"vary_scans needs images (N, C, H, W), got x_train of shape {tuple(data.x_train.shape)}")
+    if not spread >= 0:
+        raise ValueError(f"spread must be >= 0, got {spread}")
+    streams = np.random.SeedSequence(seed).spawn(2)
+
+    def vary(x, stream):
+        rng = np.random.default_rng(stream)
+        gain = np.exp(spread * rng.uniform(-1, 1, size=(len(x), 1, 1, 1)))
+        offset = spread * rng.uniform(-1, 1, size=(len(x), 1, 1, 1))
+        return (x * torch.from_numpy(gain).float() + torch.from_numpy(offset).float()).contiguous()
+
+    return Split(vary(data.x_train, streams[0]), data.y_train, vary(data.x_test, streams[1]), data.y_test)

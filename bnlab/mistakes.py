@@ -22,6 +22,9 @@ __all__ = [
     "std_plus_eps",
     "Seed003BatchNormalization",
     "predict_with_test_batch_statistics",
+    "seed000_postprocess",
+    "evaluate_in_train_mode",
+    "Seed002BNLayer",
 ]
 
 
@@ -116,3 +119,71 @@ def predict_with_test_batch_statistics(model: nn.Module, x: torch.Tensor) -> tor
             module.train()
     with torch.no_grad():
         return probe(x)
+
+
+def seed000_postprocess(outputs: torch.Tensor, bn) -> torch.Tensor:
+    """Seed 000's test loop, as published: "normalize with the mean and variance computed in training"
+
+        outputs = outputs.mul(bn3.running_var.sqrt()).add(bn3.running_mean).add(1).mul(255).clamp(0, 255).byte()
+
+    bn3 is a BN layer *inside* the network, whose statistics describe its own input channels; BN
+    already uses them, in eval mode, where they belong. Multiplying the network's output by them
+    mixes two unrelated things, and broadcasting hides it: an (N, 1) output times 128 channel
+    statistics silently becomes an (N, 128) "image". Correct: model.eval(), then read the output
+    as what it is (for a segmenter: mask = logits.argmax(1)).
+    """
+    return (outputs.mul(bn.running_var.sqrt()).add(bn.running_mean).add(1).mul(255)
+            .clamp(0, 255).byte())
+
+
+def evaluate_in_train_mode(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Seed 001's test loop: ``with torch.no_grad(): outputs = net(inputs)``, without ``net.eval()``.
+
+    torch.no_grad() stops gradients, not training mode: every BN layer still normalizes with the
+    statistics of the test batch (so a prediction depends on its batch-mates and on the batch size)
+    and still updates its running statistics with test data. This runs exactly that on ``model``
+    itself, side effects included, and returns the accuracy. Correct: ``model.eval()`` first.
+    """
+    model.train()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+    return correct / len(x)
+
+
+class Seed002BNLayer(nn.Module):
+    """Seed 002's Keras ``BNLayer``, transliterated to torch line by line (channels-last input, as
+    in TensorFlow: (N, H, W, C)).
+
+        build:  gamma = weight(shape=(input_shape[-axis],), trainable=training)   # axis = -1
+        call:   mean, var over axis=-1;  normalized = (x - mean) / sqrt(var + eps)
+                return gamma * normalized + beta   if training else   gamma * normalized
+
+    What goes wrong: (1) axis=-1 is the channel axis, so each pixel is normalized over its own
+    channels: no batch statistics at all; (2) input_shape[-axis] = input_shape[1] is the image
+    height, not the channel count, so gamma only broadcasts when H equals C (else a shape error);
+    (3) training=None makes gamma and beta untrainable *and* drops beta, so the layer is a fixed
+    per-pixel standardization; (4) there are no running statistics to use at inference.
+    """
+
+    def __init__(self, axis: int = -1, epsilon: float = 1e-3, training=None):
+        super().__init__()
+        self.axis, self.epsilon, self.training_flag = axis, epsilon, training
+        self.gamma = self.beta = None
+
+    def build(self, input_shape) -> None:
+        shape = (input_shape[-self.axis],)
+        trainable = bool(self.training_flag)
+        self.gamma = nn.Parameter(torch.ones(shape), requires_grad=trainable)
+        self.beta = nn.Parameter(torch.zeros(shape), requires_grad=trainable)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.gamma is None:
+            self.build(inputs.shape)
+        mean = inputs.mean(dim=self.axis, keepdim=True)
+        var = inputs.var(dim=self.axis, keepdim=True, unbiased=False)
+        normalized = (inputs - mean) / torch.sqrt(var + self.epsilon)
+        if self.training_flag:
+            return self.gamma * normalized + self.beta
+        return self.gamma * normalized

@@ -28,6 +28,10 @@ __all__ = [
     "plot_gradient_flow",
     "plot_update_ratio",
     "plot_curves",
+    "plot_sweep",
+    "plot_masks",
+    "variant",
+    "NORM_KEYS",
 ]
 
 # One colour per variant, across all lessons.
@@ -38,6 +42,10 @@ COLORS = {
     "gn": "#2ca02c",       # group norm: green
     "mistake": "#d62728",  # a formula from an article that gets it wrong: red
     "running": "#ff7f0e",  # running (inference-time) statistics: orange
+    "in": "#8c564b",       # instance norm: brown
+    "brn": "#17becf",      # batch renorm: cyan
+    "rbn": "#e377c2",      # range BN: pink
+    "frozen": "#bcbd22",   # BN with frozen statistics (fine-tuning): olive
 }
 LABELS = {
     "plain": "without BN",
@@ -46,7 +54,23 @@ LABELS = {
     "gn": "group norm",
     "mistake": "wrong formula",
     "running": "running statistics",
+    "in": "instance norm",
+    "brn": "batch renorm",
+    "rbn": "range BN",
+    "frozen": "BN, frozen statistics",
 }
+# bnlab.models' norm names -> the variant keys above (our BN and torch's are the same variant)
+NORM_KEYS = {None: "plain", "bn": "bn", "torch_bn": "bn", "gn": "gn", "ln": "ln", "in": "in",
+             "brn": "brn", "rbn": "rbn"}
+
+
+def variant(norm) -> str:
+    """The colour/label key of a bnlab.models norm name (None -> 'plain'), or norm itself if it is a key."""
+    if norm in COLORS:
+        return norm
+    if norm not in NORM_KEYS:
+        raise ValueError(f"unknown variant {norm!r}: expected one of {list(COLORS)} or {list(NORM_KEYS)}")
+    return NORM_KEYS[norm]
 
 
 def new_figure(ncols: int = 1, width: float = 4.5, height: float = 3.2, pyplot: bool = True):
@@ -283,10 +307,14 @@ def plot_update_ratio(recording, key: str, ax=None, reference: float = 1e-3, wei
 
 def plot_curves(histories: dict, quantity: str = "test_accuracy", ax=None, title: str | None = None,
                 colors: dict | None = None) -> Figure:
-    """Test accuracy (or loss per step) of several runs on one axis. histories: {label: History};
-    a label's colour is colors[label], else the colour of its variant (the text before a comma)."""
-    if quantity not in ("test_accuracy", "loss"):
-        raise ValueError(f"quantity must be 'test_accuracy' or 'loss', got {quantity!r}")
+    """Test accuracy, loss per step or another recorded test metric (e.g. 'iou') of several runs on
+    one axis. histories: {label: History}; a label's colour is colors[label], else the colour of its
+    variant (the text before a comma)."""
+    # a metric every run recorded: one run without it would leave a line out of the plot
+    shared = set.intersection(*(set(h.metrics) for h in histories.values())) if histories else set()
+    known = {"test_accuracy", "loss"} | shared
+    if quantity not in known:
+        raise ValueError(f"quantity must be one of {sorted(known)}, got {quantity!r}")
     fig, ax = _axis(ax, width=6)
     ax.clear()
     for label, history in histories.items():
@@ -295,9 +323,71 @@ def plot_curves(histories: dict, quantity: str = "test_accuracy", ax=None, title
             ax.semilogy(np.arange(1, len(history.loss) + 1), history.loss, color=color, lw=1,
                         label=LABELS.get(label, label))
         else:
-            ax.plot(history.eval_steps, history.test_accuracy, color=color, lw=1.5, label=LABELS.get(label, label))
+            values = history.test_accuracy if quantity == "test_accuracy" else history.metrics[quantity]
+            ax.plot(history.eval_steps, values, color=color, lw=1.5, label=LABELS.get(label, label))
+    names = {"loss": "training loss (cross-entropy)", "test_accuracy": "test accuracy",
+             "iou": "test mean IoU", "dice": "test mean Dice"}
     ax.set_xlabel("training step")
-    ax.set_ylabel("training loss (cross-entropy)" if quantity == "loss" else "test accuracy")
-    ax.set_title(title or ("Test accuracy during training" if quantity != "loss" else "Training loss"))
+    ax.set_ylabel(names.get(quantity, quantity))
+    ax.set_title(title or ("Training loss" if quantity == "loss" else names.get(quantity, quantity).capitalize()
+                           + " during training"))
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_sweep(finals: dict, setting: str, ax=None, title: str | None = None, ylabel: str = "final test accuracy",
+               log_base: int | None = 10, marker=None, chance: float | None = None) -> Figure:
+    """A final result against a swept setting, one line per variant: finals = {variant: {value: y}}
+    (value: a learning rate, a batch size; y a number or a list over seeds, drawn as mean and
+    min-max). marker: a setting value to mark with a vertical line (the explorer's selection)."""
+    fig, ax = _axis(ax, width=5)
+    ax.clear()
+    for name, by_value in finals.items():
+        values = sorted(by_value)
+        ys = [np.atleast_1d(by_value[v]).astype(float) for v in values]
+        key = variant(name)
+        means = [y.mean() for y in ys]
+        ax.plot(values, means, "o-", color=COLORS[key], lw=1.5, ms=4, label=LABELS[key])
+        if any(len(y) > 1 for y in ys):
+            ax.fill_between(values, [y.min() for y in ys], [y.max() for y in ys], color=COLORS[key], alpha=0.15)
+    if log_base:
+        ax.set_xscale("log", base=log_base)
+    if chance is not None:
+        ax.axhline(chance, color="k", ls=":", lw=1, label="chance")
+    if marker is not None:
+        ax.axvline(marker, color="k", lw=0.8, alpha=0.5)
+    ax.set_xlabel(setting)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel.capitalize()} against {setting}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_masks(images, masks, predictions: dict, class_names, n: int = 4, axes=None, title: str | None = None) -> Figure:
+    """n test images, their true masks and each model's predicted masks, one row per image.
+
+    images: (N, 1, H, W); masks: (N, H, W) class indices; predictions: {label: (N, H, W)}. Classes
+    use one fixed colour each (0, the background, is black)."""
+    columns = 2 + len(predictions)
+    if axes is None:
+        _, axes = plt.subplots(n, columns, figsize=(1.6 * columns, 1.6 * n + 0.4), layout="constrained",
+                               squeeze=False)
+    fig = axes[0][0].figure
+    cmap = matplotlib.colors.ListedColormap(["black", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"][:len(class_names)])
+    titles = ["image", "true mask"] + [LABELS.get(label, label) for label in predictions]
+    for row in range(n):
+        panels = [images[row, 0], masks[row]] + [p[row] for p in predictions.values()]
+        for col, panel in enumerate(panels):
+            ax = axes[row][col]
+            ax.clear()
+            if col == 0:
+                ax.imshow(np.asarray(panel), cmap="gray")
+            else:
+                ax.imshow(np.asarray(panel), cmap=cmap, vmin=-0.5, vmax=len(class_names) - 0.5, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[col], fontsize=9)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -7,11 +7,14 @@ often faster than two on a loaded 2-core machine, so the thread count is always 
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "setup"]
+__all__ = ["pick_device", "setup", "elapsed", "on_accelerator"]
+
+_started = time.perf_counter()
 
 
 def pick_device() -> torch.device:
@@ -25,9 +28,12 @@ def pick_device() -> torch.device:
 
 
 def setup(seed: int = 0, threads: int = 1, verbose: bool = True) -> torch.device:
-    """Seed Python, NumPy and torch, set torch's CPU thread count, and return the device to use."""
+    """Seed Python, NumPy and torch, set torch's CPU thread count, start the lesson's clock
+    (`elapsed`), and return the device to use."""
+    global _started
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    _started = time.perf_counter()
     torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed)
@@ -37,3 +43,14 @@ def setup(seed: int = 0, threads: int = 1, verbose: bool = True) -> torch.device
         print(f"bnlab: device {device.type}, {threads} CPU thread{'s' if threads > 1 else ''}, "
               f"seed {seed}, torch {torch.__version__.split('+')[0]}")
     return device
+
+
+def elapsed(device: torch.device | None = None) -> str:
+    """How long since `setup` (the lesson's run time so far), and where it ran."""
+    where = f" on {device.type}" if device is not None else ""
+    return f"bnlab: {time.perf_counter() - _started:.0f} s since setup{where}"
+
+
+def on_accelerator(device: torch.device) -> bool:
+    """Whether lessons may scale their experiments up (a GPU: CUDA or MPS)."""
+    return device.type in ("cuda", "mps")

@@ -26,7 +26,7 @@ from .data import drifting_batches
 from .reference import batchnorm_forward, batchnorm_backward, running_average
 
 __all__ = ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
-           "GradientFlowExplorer", "base_sample", "ramp_lag"]
+           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "final_results", "base_sample", "ramp_lag"]
 
 
 class Explorer:
@@ -407,3 +407,100 @@ class GradientFlowExplorer(Explorer):
         ratio = {k: v[0] / v[-1] for k, v in grad.items()}
         return (f"<p>first / last hidden layer gradient norm: without BN {ratio['plain']:.2g}, "
                 f"with BN {ratio['bn']:.2g}</p><p>{status}</p>")
+
+
+# ----------------------------------------------------------------------------- lessons 06 and 08
+def final_results(runs: dict, metric: str = "test_accuracy") -> dict:
+    """{variant: {setting: [final value of each seed]}} from runs keyed (variant, setting) or
+    (variant, setting, seed): the shape `bnlab.plots.plot_sweep` draws."""
+    finals: dict = {}
+    for key, history in runs.items():
+        name, value = key[0], key[1]
+        series = history.test_accuracy if metric == "test_accuracy" else history.metrics[metric]
+        finals.setdefault(name, {}).setdefault(value, []).append(series[-1])
+    return finals
+
+
+class SweepExplorer(Explorer):
+    """Recorded runs over one swept setting (a learning rate, a batch size): on the left each
+    variant's test accuracy (or training loss) during training at the chosen setting, on the right
+    every variant's final accuracy against the setting, the choice marked. Nothing is retrained.
+
+    runs: {(variant, setting): History}; variants are bnlab.models norm names or plot variant keys.
+    """
+
+    FREEZE_LAYOUT = True
+
+    def __init__(self, runs: dict, setting: str = "learning rate", log_base: int | None = 10,
+                 chance: float | None = None, value=None):
+        self.runs = runs
+        self.setting, self.log_base, self.chance = setting, log_base, chance
+        self.variants = list(dict.fromkeys(key[0] for key in runs))
+        self.settings = sorted({key[1] for key in runs})
+        missing = [(v, s) for v in self.variants for s in self.settings if (v, s) not in runs]
+        if missing:
+            raise ValueError(f"runs must hold every variant at every setting; missing {missing[:3]}")
+        self.finals = final_results(runs)
+        style = {"description_width": "90px"}
+        controls = {
+            "value": widgets.SelectionSlider(options=self.settings, value=self.settings[0] if value is None else value,
+                                             description=setting, style=style, layout=widgets.Layout(width="420px")),
+            "quantity": widgets.Dropdown(options=("test accuracy", "training loss"), value="test accuracy",
+                                         description="left panel", style=style, layout=widgets.Layout(width="280px")),
+        }
+        fig, axes = plots.new_figure(2, width=4.6, height=3.3, pyplot=False)
+        super().__init__(controls, fig, axes)
+
+    def draw(self, value, quantity) -> str:
+        chosen = {plots.variant(name): self.runs[(name, value)] for name in self.variants}
+        plots.plot_curves(chosen, "loss" if quantity == "training loss" else "test_accuracy", ax=self.axes[0],
+                          title=f"{self.setting} = {value}")
+        plots.plot_sweep(self.finals, self.setting, ax=self.axes[1], log_base=self.log_base, marker=value,
+                         chance=self.chance, title=f"Final test accuracy against {self.setting}")
+        rows = {plots.LABELS[plots.variant(name)]: (f"{h.test_accuracy[-1]:.3f}",
+                                                    "diverged" if h.diverged else f"{h.loss[-1]:.3f}")
+                for name, h in ((n, self.runs[(n, value)]) for n in self.variants)}
+        return _table(rows, (f"{self.setting} = {value}", "final test accuracy", "last loss"))
+
+
+# ----------------------------------------------------------------------------- lesson 07
+class MaskExplorer(Explorer):
+    """Predicted masks recorded during training, next to the truth: pick the test images and the
+    training step; each variant's prediction and its mean IoU at that step are shown.
+
+    images: (N, 1, H, W); masks: (N, H, W); snapshots: {variant: {step: predicted masks (N, H, W)}};
+    scores: {variant: {step: mean IoU on the whole test set}} (optional).
+    """
+
+    FREEZE_LAYOUT = True
+    ROWS = 3
+
+    def __init__(self, images, masks, snapshots: dict, class_names, scores: dict | None = None):
+        self.images, self.masks = np.asarray(images), np.asarray(masks)
+        self.snapshots, self.scores, self.class_names = snapshots, scores or {}, class_names
+        steps = [sorted(s) for s in snapshots.values()]
+        if any(s != steps[0] for s in steps):
+            raise ValueError("every variant must be recorded at the same steps")
+        self.steps = steps[0]
+        if len(self.images) < self.ROWS:
+            raise ValueError(f"need at least {self.ROWS} images, got {len(self.images)}")
+        style = {"description_width": "90px"}
+        controls = {
+            "step": widgets.SelectionSlider(options=self.steps, value=self.steps[-1], description="training step",
+                                            style=style, layout=widgets.Layout(width="420px")),
+            "first": widgets.IntSlider(value=0, min=0, max=len(self.images) - self.ROWS, description="first image",
+                                       style=style, layout=widgets.Layout(width="320px")),
+        }
+        columns = 2 + len(snapshots)
+        fig = plots.Figure(figsize=(1.7 * columns, 1.7 * self.ROWS + 0.3), layout="constrained")
+        axes = fig.subplots(self.ROWS, columns, squeeze=False)
+        super().__init__(controls, fig, axes)
+
+    def draw(self, step, first) -> str:
+        shown = slice(first, first + self.ROWS)
+        predictions = {name: np.asarray(by_step[step])[shown] for name, by_step in self.snapshots.items()}
+        plots.plot_masks(self.images[shown], self.masks[shown], predictions, self.class_names, n=self.ROWS,
+                         axes=self.axes)
+        rows = {plots.LABELS.get(name, name): (f"{self.scores[name][step]:.3f}" if name in self.scores else "–",)
+                for name in self.snapshots}
+        return _table(rows, (f"step {step}", "test mean IoU"))
