@@ -71,10 +71,10 @@ def norm_layer(norm: str | None, num_features: int, spatial: bool) -> nn.Module 
         return nn.GroupNorm(1, num_features)
     if norm == "in":
         return nn.InstanceNorm2d(num_features, affine=True)
-    one_d = {"bn": layers.BatchNorm1d, "torch_bn": nn.BatchNorm1d,
-             "brn": getattr(layers, "BatchRenorm1d", None), "rbn": getattr(layers, "RangeBatchNorm1d", None)}
-    two_d = {"bn": layers.BatchNorm2d, "torch_bn": nn.BatchNorm2d,
-             "brn": getattr(layers, "BatchRenorm2d", None), "rbn": getattr(layers, "RangeBatchNorm2d", None)}
+    one_d = {"bn": layers.BatchNorm1d, "torch_bn": nn.BatchNorm1d, "brn": layers.BatchRenorm1d,
+             "rbn": layers.RangeBatchNorm1d}
+    two_d = {"bn": layers.BatchNorm2d, "torch_bn": nn.BatchNorm2d, "brn": layers.BatchRenorm2d,
+             "rbn": layers.RangeBatchNorm2d}
     cls = (two_d if spatial else one_d)[norm]
     return cls(num_features)
 
