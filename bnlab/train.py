@@ -70,7 +70,8 @@ def batched_accuracy(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int)
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            correct += (predict(x[i:i + batch_size]).argmax(1).cpu() == y[i:i + batch_size]).sum().item()
+            # both sides on the CPU: the labels may live on the GPU with the test images
+            correct += (predict(x[i:i + batch_size]).argmax(1).cpu() == y[i:i + batch_size].cpu()).sum().item()
     return correct / len(x)
 
 
