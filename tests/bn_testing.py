@@ -56,3 +56,16 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, dtype, what: str = "", s
         tol = 1e-5 * max(1.0, float(ref.detach().abs().max()) if ref.numel() else 1.0)
     tol += slack
     assert err <= tol, f"{what}: max |difference| {err:.3g} > {tol:.3g}"
+
+
+def share_affine(modules, num_features: int, seed: int = 0) -> None:
+    """Give every module the same random weight (around 1) and bias, in place, so that two
+    implementations can be compared with parameters that are not the trivial 1 and 0."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(num_features, generator=g, dtype=torch.float64) + 1
+    b = torch.randn(num_features, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        for m in modules:
+            m.weight.copy_(w)
+            if m.bias is not None:
+                m.bias.copy_(b)

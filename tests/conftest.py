@@ -28,3 +28,22 @@ def pytest_ignore_collect(collection_path, config):
     if collection_path == E2E and not config.getoption("--e2e"):
         return True
     return None
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread, as the lessons run: faster for tiny nets on a loaded 2-core machine.
+    Opt in per file with pytestmark = pytest.mark.usefixtures("one_thread")."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def close_figures():
+    """Close every matplotlib figure a test opened."""
+    yield
+    import matplotlib.pyplot as plt  # only the plotting tests pay for pyplot
+
+    plt.close("all")

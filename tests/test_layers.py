@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import bnlab
-from bn_testing import max_err, random_bn_input
+from bn_testing import max_err, random_bn_input, share_affine
 
 TOL = 1e-10  # float64 everywhere in this file
 
@@ -36,14 +36,7 @@ def make_pair(ours_cls, torch_cls, num_features, seed=0, **kwargs):
     ours = ours_cls(num_features, dtype=torch.float64, **kwargs)
     theirs = torch_cls(num_features, dtype=torch.float64, **kwargs)
     if theirs.affine:
-        g = torch.Generator().manual_seed(seed)
-        w = torch.randn(num_features, generator=g, dtype=torch.float64) + 1
-        b = torch.randn(num_features, generator=g, dtype=torch.float64)
-        with torch.no_grad():
-            for m in (ours, theirs):
-                m.weight.copy_(w)
-                if m.bias is not None:
-                    m.bias.copy_(b)
+        share_affine((ours, theirs), num_features, seed)
     return ours, theirs
 
 

@@ -28,19 +28,7 @@ from bnlab.train import History, accuracy, freeze_batchnorm, train_classifier  #
 from bnlab.widgets import SweepExplorer, final_results  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the lessons run: faster for these tiny nets on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("one_thread", "close_figures")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ EPS = 1e-5
 BATCH_NORMS = ("bn", "torch_bn", "brn", "rbn")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the lessons run: faster for these tiny nets on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randn(*shape, seed=0):

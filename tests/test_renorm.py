@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import bnlab.layers as L
-from bn_testing import max_err, random_bn_input
+from bn_testing import max_err, random_bn_input, share_affine
 from bnlab.reference import batchnorm_backward, batchnorm_forward
 
 TOL = 1e-10  # float64 everywhere in this file
@@ -39,13 +39,7 @@ def make_pair(ours_cls, torch_cls, num_features, seed=0, affine=True, momentum=0
     ours = ours_cls(num_features, momentum=momentum, affine=affine, dtype=torch.float64, **renorm_kwargs)
     theirs = torch_cls(num_features, momentum=momentum, affine=affine, dtype=torch.float64)
     if affine:
-        g = torch.Generator().manual_seed(seed)
-        w = torch.randn(num_features, generator=g, dtype=torch.float64) + 1
-        b = torch.randn(num_features, generator=g, dtype=torch.float64)
-        with torch.no_grad():
-            for m in (ours, theirs):
-                m.weight.copy_(w)
-                m.bias.copy_(b)
+        share_affine((ours, theirs), num_features, seed)
     return ours, theirs
 
 
