@@ -17,6 +17,8 @@ STAMP := $(VENV)/.bnlab-installed
 E2E_STAMP := $(VENV)/.bnlab-e2e-installed
 # This machine's pip.conf names local indexes that do not exist; the warnings drown real errors.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# notebooks/conftest.py makes nbval compare a lesson's claims exactly and mask its measured numbers
+NBVAL := --nbval --nbval-current-env
 
 .PHONY: setup lab test unit nbval e2e bench execute clean
 
@@ -33,15 +35,13 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/00_index.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)
+	$(PY) -m pytest tests notebooks $(NBVAL) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 nbval: $(STAMP)
-	$(PY) -m pytest notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)
+	$(PY) -m pytest notebooks $(NBVAL) $(PYTEST_ARGS)
 
 # Lessons 01 and 04 run in JupyterLab in headless Chromium (Debian's /usr/bin/chromium, driven by
 # Playwright); screenshots go to e2e-artifacts/. `make test` does not collect tests/e2e.

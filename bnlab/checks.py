@@ -2,13 +2,16 @@
 
 ``check`` prints ``✓ claim`` or raises ``CheckFailed`` with the numbers behind the claim, so a
 notebook whose result changes fails under nbval instead of silently telling a story that is no longer true.
+``mask_measurements`` is the other half of that contract: what nbval compares of a lesson's output.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-__all__ = ["CheckFailed", "check", "check_close", "rel_error", "numerical_gradient"]
+__all__ = ["CheckFailed", "check", "check_close", "rel_error", "numerical_gradient", "mask_measurements"]
 
 
 class CheckFailed(AssertionError):
@@ -76,3 +79,35 @@ def numerical_gradient(f, x: np.ndarray, dout: np.ndarray, h: float = 1e-5) -> n
         grad[i] = (plus - minus) / (2 * h)
         it.iternext()
     return grad
+
+
+# A measured value as lessons print it: 0.953, -5.07, 1.3e-10, 25., 12%, 0/400, and nan / inf, which a
+# diverged run prints where a converged one prints a number. Letters around nan/inf make it a word.
+_MEASURED = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?<![A-Za-z])(?:nan|inf)(?![A-Za-z])",
+                       re.IGNORECASE)
+_AROUND_MASK = re.compile(r"\s*#\s*")
+_SPACES = re.compile(r"[ \t]+")
+
+
+def mask_measurements(text: str) -> str:
+    """What nbval compares of a lesson's output: ``✓`` lines exactly, every other line with its numbers
+    masked.
+
+    A lesson's contract is its claims. ``check`` raises when one fails, and a ``✓ claim`` line says
+    which claims a cell makes, so it must match the committed notebook character for character. The
+    digits of a measured number (an accuracy, a gradient norm, a time) differ between torch versions,
+    BLAS builds and machines, and are not part of the contract: on every other line each number
+    becomes ``#``. The space around a number (column padding that follows its width) is dropped and
+    other runs of spaces count as one, so a table still has to keep its rows, columns and words:
+    a line that appears, disappears or is reworded is still a difference.
+
+        "with BN         0.232  0.909"        ->  "with BN##"
+        "lr 1: NaN @ step 4"                  ->  "lr#:#@ step#"
+        "✓ BN is above 90% from batch 8 up"   ->  unchanged
+    """
+    lines = []
+    for line in text.split("\n"):
+        if not line.lstrip().startswith("✓"):
+            line = _SPACES.sub(" ", _AROUND_MASK.sub("#", _MEASURED.sub("#", line))).strip()
+        lines.append(line)
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnlab.checks import CheckFailed, check, check_close, numerical_gradient, rel_error
+from bnlab.checks import CheckFailed, check, check_close, mask_measurements, numerical_gradient, rel_error
 
 
 # ----------------------------------------------------------------------------- check
@@ -141,3 +141,42 @@ def test_numerical_gradient_sees_the_perturbed_x():
 def test_numerical_gradient_rejects_integer_x():
     with pytest.raises(ValueError, match="floating-point"):
         numerical_gradient(lambda v: v, np.arange(3), np.ones(3))
+
+
+# ----------------------------------------------------------------------------- mask_measurements
+def test_mask_keeps_claim_lines_exactly():
+    text = "✓ BN is above 90% from batch 8 up, and below 50% at batch 2\n  ✓ indented claim 1e-10"
+    assert mask_measurements(text) == text
+
+
+@pytest.mark.parametrize("committed,now", [
+    ("with BN         0.232  0.909  0.952", "with BN         0.126  0.904  0.961"),
+    ("input mean per channel: [-0.08 -5.07 48.25]", "input mean per channel: [ 0.12  -5.1  148.3 ]"),
+    ("first/last 2.5e-18, 1.4e-18", "first/last 3e-17, 1.45e-18"),
+    ("drift 0.949, with BN 0.115 (8.3x)", "drift 0.95, with BN 0.1 (9.5x)"),
+    ("   without BN   0.955   0.104", "without BN 0.955 NaN"),       # a run that diverged this time
+    ("runs:   0%|          | 0/12 [00:00<?, ?it/s]", "runs: 0%| | 0/20 [00:00<?, ?it/s]"),
+    ("mean +0.000 -> -0.013", "mean -0.000 ->  0.013"),             # signs and the padding they move
+    ("<Figure size 550x320 with 1 Axes>", "<Figure size 640x480 with 2 Axes>"),
+])
+def test_mask_ignores_what_measurements_change(committed, now):
+    assert mask_measurements(committed) == mask_measurements(now)
+
+
+@pytest.mark.parametrize("committed,now", [
+    ("test accuracy 0.953", "train accuracy 0.953"),                # reworded
+    ("test accuracy 0.953", "test accuracy 0.953 0.95"),            # a number more
+    ("with BN 0.232\nwithout BN 0.1", "with BN 0.232"),             # a line fewer
+    ("with BN 0.232", "with BN 0.232\nextra"),                      # a line more
+    ("✓ BN reaches 85 % by step 50", "✓ BN reaches 80 % by step 50"),  # a claim's own number
+    ("✓ BN reaches 85 %", "BN reaches 85 %"),                       # a claim line that is no claim now
+    ("lr 0.1: 0.957", "lr 0.1: 0.957 (infinite loss)"),
+])
+def test_mask_still_sees_what_changes_the_story(committed, now):
+    assert mask_measurements(committed) != mask_measurements(now)
+
+
+def test_mask_turns_each_number_into_one_mark():
+    assert mask_measurements("accuracy 0.953 at step 300, loss 1.2e-3") == "accuracy#at step#, loss#"
+    assert mask_measurements("hidden3: [-0.52 0.48]") == "hidden#: [##]"
+    assert mask_measurements("info 12 and nan, not nano") == "info#and#, not nano"
