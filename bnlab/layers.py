@@ -15,7 +15,6 @@ standard deviation. Both evaluate like BN, y = weight * (x - running_mean) / sqr
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 
 import torch
@@ -27,10 +26,6 @@ __all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
            "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d", "batch_renorm",
            "RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_batch_norm",
            "expected_gaussian_range", "range_correction", "RANGE_CORRECTIONS"]
-
-# torch >= 2.10 has BatchNorm(..., *, bias=True) and shows it in the repr; print what the installed
-# torch prints, so that swapping the two modules changes nothing visible
-_TORCH_REPR_HAS_BIAS = "bias" in inspect.signature(nn.BatchNorm2d.__init__).parameters
 
 
 class _RunningStatsNorm(nn.Module):
@@ -154,9 +149,10 @@ class BatchNorm(_RunningStatsNorm):
                           self.weight, self.bias, use_batch_stats, factor, self.eps)
 
     def extra_repr(self) -> str:
-        bias = f"bias={self.bias is not None}, " if _TORCH_REPR_HAS_BIAS else ""
+        # torch >= 2.10's repr, bias included. Older torch has no bias argument and leaves it out, but
+        # ours always has it, and a lesson's printed model must not change with the torch installed.
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"{bias}track_running_stats={self.track_running_stats}")
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(BatchNorm):

@@ -5,7 +5,6 @@ untouched; what cannot be folded is reported or refused."""
 from __future__ import annotations
 
 import copy
-import inspect
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 
 import bnlab
 import bnlab.layers as L
-from bn_testing import assert_close, max_err
+from bn_testing import assert_close, max_err, needs_torch_bn_bias
 from bnlab.folding import FOLDABLE_NORMS, count_batchnorms, fold_batchnorm
 
 NORMS_2D = [nn.BatchNorm2d, bnlab.BatchNorm2d, L.BatchRenorm2d, L.RangeBatchNorm2d]
@@ -163,8 +162,7 @@ def test_bn_without_affine(norm2d):
     assert_folds_exactly(model, (2, 3, 5, 5), torch.float64, expect_folded=1)
 
 
-@pytest.mark.skipif("bias" not in inspect.signature(nn.BatchNorm2d.__init__).parameters,
-                    reason="BatchNorm(bias=False) needs torch >= 2.10")
+@needs_torch_bn_bias
 @pytest.mark.parametrize("norm2d", [nn.BatchNorm2d, bnlab.BatchNorm2d], ids=["torch", "bnlab"])
 def test_bn_with_gamma_but_no_beta(norm2d):
     model = nn.Sequential(nn.Conv2d(3, 5, 3, bias=False), norm2d(5, bias=False))
