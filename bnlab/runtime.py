@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "setup", "elapsed", "on_accelerator"]
+__all__ = ["pick_device", "setup", "elapsed", "on_accelerator", "environment_summary"]
 
 _started = time.perf_counter()
 
@@ -54,3 +54,24 @@ def elapsed(device: torch.device | None = None) -> str:
 def on_accelerator(device: torch.device) -> bool:
     """Whether lessons may scale their experiments up (a GPU: CUDA or MPS)."""
     return device.type in ("cuda", "mps")
+
+
+def environment_summary() -> str:
+    """One line for `make lab` and `make test`: the torch build installed, and the device the lessons
+    will use (what `pick_device` gives them)."""
+    if torch.version.cuda:
+        build = f"CUDA {torch.version.cuda} build"
+    elif getattr(torch.version, "hip", None):
+        build = f"ROCm {torch.version.hip} build"
+    else:
+        build = "CPU-only build"
+    device = pick_device()
+    if device.type == "cuda":
+        where = f"CUDA ({torch.cuda.get_device_name(device)})"
+    elif device.type == "mps":
+        where = "Apple's MPS"
+    else:
+        where = "the CPU"
+        if build != "CPU-only build":
+            where += ": this torch can use a GPU, but none is visible"
+    return f"bnlab: torch {torch.__version__} ({build}); the lessons will run on {where}"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnlab.runtime import pick_device, setup
+from bnlab.runtime import environment_summary, pick_device, setup
 
 
 @pytest.fixture
@@ -78,3 +78,24 @@ def test_setup_returns_pick_device(restore_threads, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert setup(verbose=True) == torch.device("cuda")
     assert "device cuda" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- environment_summary
+@pytest.mark.parametrize("cuda,hip,build", [(None, None, "CPU-only build"), ("13.0", None, "CUDA 13.0 build"),
+                                            (None, "6.2", "ROCm 6.2 build")])
+def test_environment_summary_names_the_build_and_the_cpu(monkeypatch, no_accelerator, cuda, hip, build):
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    monkeypatch.setattr(torch.version, "hip", hip, raising=False)
+    line = environment_summary()
+    assert f"torch {torch.__version__} ({build})" in line
+    assert "the lessons will run on the CPU" in line
+    # a GPU build on a machine without a GPU is the surprise worth a word
+    assert ("none is visible" in line) == (build != "CPU-only build")
+
+
+def test_environment_summary_names_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    line = environment_summary()
+    assert line.endswith("the lessons will run on CUDA (NVIDIA H200)") and "none is visible" not in line
