@@ -1,6 +1,6 @@
 """environment.yml and pyproject.toml declare the same packages and minimum versions; CI and Makefile
-do what the README promises (`make lab`, `make test`, CI pinned to the CPU torch 2.13.0, then the
-end-to-end browser test with `make e2e`)."""
+do what the README promises (`make lab`, `make test`; CI runs `make test` with the CPU torch 2.13.0
+and again with pip's default torch, then the end-to-end browser test with `make e2e`)."""
 
 from __future__ import annotations
 
@@ -135,19 +135,33 @@ def _ci_commands() -> list[str]:
     return [ln.strip() for ln in _read(".ci/run").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def test_ci_installs_pinned_torch_and_runs_make_test():
+def test_ci_tests_the_pinned_torch_and_what_a_newcomer_gets():
+    """`make test` twice: with the machine's torch==2.13.0, and with no TORCH (pip's default) in an
+    environment of its own, so that the second does not reuse the first's torch."""
     commands = _ci_commands()
     make_test = [c for c in commands if re.match(r"^make\s+test\b", c)]
-    assert make_test, f".ci/run never calls `make test`: {commands}"
-    assert any(re.search(r"\bTORCH=torch==2\.13\.0\b", c) for c in make_test), make_test
+    assert len(make_test) == 2, f".ci/run should call `make test` twice: {commands}"
+    pinned, default = make_test
+    assert re.search(r"\bTORCH=torch==2\.13\.0\b", pinned) and "VENV=" not in pinned, pinned
+    assert "TORCH" not in default, default
+    assert re.search(r"\bVENV=(\S+)", default) and not re.search(r"\bVENV=\.venv\b(?!-)", default), default
 
 
 def test_ci_runs_the_browser_test_after_make_test():
     commands = _ci_commands()
     runs = [c for c in commands if re.match(r"^make\s+(test|e2e)\b", c)]
-    assert [c.split()[1] for c in runs] == ["test", "e2e"], f".ci/run should run `make test`, then `make e2e`: {runs}"
-    assert re.search(r"\bTORCH=torch==2\.13\.0\b", runs[1]), runs[1]
+    assert [c.split()[1] for c in runs] == ["test", "test", "e2e"], \
+        f".ci/run should run `make test` twice, then `make e2e`: {runs}"
+    assert re.search(r"\bTORCH=torch==2\.13\.0\b", runs[-1]), runs[-1]
     assert re.search(r"^e2e:", _read("Makefile"), re.MULTILINE), "no `e2e:` rule in the Makefile"
+
+
+def test_makefile_torch_range_is_pyprojects():
+    """TORCH=cpu and the default install the torch range that pyproject.toml declares."""
+    declared = pyproject_requirements(_read("pyproject.toml"))["torch"]
+    in_makefile = re.search(r"^TORCH_RANGE := torch(\S+)$", _read("Makefile"), re.MULTILINE)
+    assert in_makefile, "no `TORCH_RANGE := torch...` line in the Makefile"
+    assert in_makefile.group(1) == declared
 
 
 def test_makefile_has_lab_and_test_targets():
