@@ -8,7 +8,7 @@ LAB_ARGS ?=
 PYTEST_ARGS ?=
 
 # Which torch to install. Left unset, pip's default: on Linux x86-64 that is the CUDA build (about
-# 5.6 GB in .venv), so on a machine without an NVIDIA GPU `make` says so first. TORCH=cpu takes
+# 6 GB in .venv), so on a machine without an NVIDIA GPU `make` says so first. TORCH=cpu takes
 # the CPU-only build from PyTorch's own CPU index (about 1.5 GB), as PyTorch's install selector
 # gives it. Anything else is a pip requirement: CI uses the CPU build on its disk, TORCH=torch==2.13.0.
 # TORCH_RANGE is pyproject.toml's torch requirement (tests/test_environment.py keeps them equal).
@@ -69,7 +69,7 @@ pip_install() {
 pypi=$${PIP_INDEX_URL:-https://pypi.org/simple}
 if [ $(TORCH_GIVEN) = no ] && [ "$$(uname -sm)" = "Linux x86_64" ] && \
    ! command -v nvidia-smi >/dev/null && [ ! -e /proc/driver/nvidia/version ]; then
-  echo "make: no NVIDIA GPU here, but pip's default torch for Linux is the CUDA build: about 5.6 GB into $(VENV) (the CPU-only build is about 1.5 GB: $(GOAL) TORCH=cpu)"
+  echo "make: no NVIDIA GPU here, but pip's default torch for Linux is the CUDA build: about 6 GB into $(VENV) (the CPU-only build is about 1.5 GB: $(GOAL) TORCH=cpu)"
 fi
 if [ -f $(STAMP) ] && [ "$$(cat $(STAMP))" != "$(TORCH_ARGS)" ]; then
   echo "make: $(VENV) was set up with $$(cat $(STAMP)); replacing its torch"
