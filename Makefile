@@ -33,6 +33,8 @@ STAMP := $(VENV)/.bnlab-installed
 E2E_STAMP := $(VENV)/.bnlab-e2e-installed
 GOAL := make $(or $(firstword $(MAKECMDGOALS)),setup)
 NBVAL := --nbval --nbval-current-env
+# This machine's pip.conf names local indexes that do not exist; the warnings drown real errors.
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup lab test unit nbval e2e bench execute clean
 
@@ -60,7 +62,7 @@ pip_install() {
   local index=$$1; shift
   rm -f $(VENV)/pip.log
   $(PY) -m pip install -q --log $(VENV)/pip.log "$$@" 2>&1 | \
-    { grep -v "is ignored: it is neither a file nor a directory" || true; } && return 0
+    $(QUIET_PIP) && return 0
   if grep -qiE "$(NETWORK_ERRORS)" $(VENV)/pip.log; then
     fail "pip could not reach the package index ($$index): check the network or proxy (HTTPS_PROXY), or name a mirror with PIP_INDEX_URL; pip's log: $(VENV)/pip.log"
   fi
@@ -108,8 +110,7 @@ nbval: setup
 # Lessons 01 and 04 run in JupyterLab in headless Chromium (Debian's /usr/bin/chromium, driven by
 # Playwright); screenshots go to e2e-artifacts/. `make test` does not collect tests/e2e.
 e2e: setup
-	@[ $(E2E_STAMP) -nt $(STAMP) ] || { $(PY) -m pip install -q -e ".[e2e]" 2>&1 | \
-		{ grep -v "is ignored: it is neither a file nor a directory" || true; }; touch $(E2E_STAMP); }
+	@[ $(E2E_STAMP) -nt $(STAMP) ] || { $(PY) -m pip install -q -e ".[e2e]" 2>&1 | $(QUIET_PIP); touch $(E2E_STAMP); }
 	$(PY) -m pytest tests/e2e --e2e -v $(PYTEST_ARGS)
 
 # Re-execute every lesson in place, top to bottom, as students should find them.
