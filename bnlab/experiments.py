@@ -180,13 +180,15 @@ SEGMENTATION = dict(widths=(8, 16, 32), batch_size=16, steps=200, momentum=0.9, 
 
 
 def segmentation_run(norm: str | None, lr: float = 0.1, seed: int = 0, data=None,
-                     steps: int = SEGMENTATION["steps"], device=None, eval_every: int = 25) -> History:
+                     steps: int = SEGMENTATION["steps"], device=None, eval_every: int = 25,
+                     init: str | float | None = None) -> History:
     """Train `bnlab.models.encoder_decoder` on `bnlab.data.shapes` (shape vs background unless data
     is given). History.metrics has the test IoU and Dice; History.snapshots[step] the predicted
-    masks of the first SEGMENTATION['keep'] test images at every evaluation, for `MaskExplorer`."""
+    masks of the first SEGMENTATION['keep'] test images at every evaluation, for `MaskExplorer`.
+    init: see `bnlab.models.initialize` (None keeps torch's default)."""
     data = data if data is not None else shapes().foreground()
     torch.manual_seed(seed)
-    model = encoder_decoder(data.in_channels, data.num_classes, SEGMENTATION["widths"], norm=norm)
+    model = encoder_decoder(data.in_channels, data.num_classes, SEGMENTATION["widths"], norm=norm, init=init)
     shown = data.x_test[:SEGMENTATION["keep"]]
 
     def keep_masks(step, model):

@@ -35,6 +35,7 @@ NORM_LABELS = {
 NORMS = tuple(NORM_LABELS)
 # std of W[i, j] for fan_in inputs: He (Kaiming) keeps E[x^2] through ReLU, LeCun keeps Var for tanh-like units
 INITS = {"he": lambda fan_in: math.sqrt(2.0 / fan_in), "lecun": lambda fan_in: math.sqrt(1.0 / fan_in)}
+INITIALIZED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Wu & He use 32 groups of ResNet's 64+ channels; the lessons' nets have 16-64, so 4 channels a group
 CHANNELS_PER_GROUP = 4
 
@@ -80,27 +81,30 @@ def norm_layer(norm: str | None, num_features: int, spatial: bool) -> nn.Module 
 
 
 def initialize(model: nn.Module, init: str | float | None, gain: float = 1.0) -> nn.Module:
-    """Re-initialize every nn.Linear of model in place, and return it.
+    """Re-initialize every nn.Linear and nn.Conv1d/2d/3d of model in place, and return it.
 
-    init=None keeps torch's default (uniform, std = 1/sqrt(3 fan_in)); 'he': W ~ N(0, 2/fan_in);
-    'lecun': W ~ N(0, 1/fan_in); a number s: W ~ N(0, s^2) whatever the fan-in (Ioffe & Szegedy's
-    "small random Gaussian values"). gain multiplies the std. Biases are set to 0 unless init is None.
-    Draws from torch's global generator: seed it first.
+    init=None or 'default' keeps torch's default (uniform, std = 1/sqrt(3 fan_in)); 'he':
+    W ~ N(0, 2/fan_in); 'lecun': W ~ N(0, 1/fan_in); a number s: W ~ N(0, s^2) whatever the fan-in
+    (Ioffe & Szegedy's "small random Gaussian values"). fan_in is in_features for a linear layer and
+    in_channels * kernel size for a convolution. gain multiplies the std. Biases are set to 0 unless
+    the default is kept. Draws from torch's global generator: seed it first.
     """
-    if isinstance(init, bool) or (init is not None and not isinstance(init, (int, float)) and init not in INITS):
-        raise ValueError(f"init must be None, a std (number) or one of {sorted(INITS)}, got {init!r}")
+    if isinstance(init, bool) or (init is not None and not isinstance(init, (int, float))
+                                  and init not in (*INITS, "default")):
+        raise ValueError(f"init must be None, 'default', a std (number) or one of {sorted(INITS)}, got {init!r}")
     if isinstance(init, (int, float)) and not init > 0:
         raise ValueError(f"an init std must be > 0, got {init}")
     if not gain > 0:
         raise ValueError(f"gain must be > 0, got {gain}")
     for module in model.modules():
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, INITIALIZED):
             continue
         with torch.no_grad():
-            if init is None:
+            if init is None or init == "default":
                 module.weight.mul_(gain)
                 continue
-            std = float(init) if isinstance(init, (int, float)) else INITS[init](module.in_features)
+            fan_in = module.weight[0].numel()   # in_features, or in_channels * kernel positions
+            std = float(init) if isinstance(init, (int, float)) else INITS[init](fan_in)
             module.weight.normal_(0.0, gain * std)
             if module.bias is not None:
                 module.bias.zero_()
@@ -146,7 +150,7 @@ def conv_block(in_channels: int, out_channels: int, norm: str | None, conv_bias:
 
 def conv_net(in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...] = (16, 32),
              norm: str | None = "bn", hidden: int | None = None, head_norm: str | None = "same",
-             image_size: int = 8, conv_bias: bool | None = None) -> nn.Sequential:
+             image_size: int = 8, conv_bias: bool | None = None, init: str | float | None = None) -> nn.Sequential:
     """A small image classifier: conv blocks, one 2x2 max-pool, then a linear head.
 
         [conv3x3 -> norm -> ReLU] for each width -> maxpool 2 -> flatten
@@ -155,6 +159,7 @@ def conv_net(in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...
 
     x: (N, in_channels, image_size, image_size) -> logits (N, num_classes). head_norm='same' uses
     norm in the head too ('in' has no per-example statistics of a single value: pass head_norm).
+    init: see `initialize` (None: torch's default; 'he' is the fair init for a ReLU net without BN).
     """
     _check_norm(norm)
     if head_norm == "same":
@@ -177,7 +182,7 @@ def conv_net(in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...
         blocks.append(nn.Sequential(*_linear_block(features, hidden, head_norm, "relu")))
         features = hidden
     blocks.append(nn.Linear(features, num_classes))
-    return nn.Sequential(*blocks)
+    return initialize(nn.Sequential(*blocks), init)
 
 
 class EncoderDecoder(nn.Module):
@@ -229,10 +234,10 @@ class EncoderDecoder(nn.Module):
 
 
 def encoder_decoder(in_channels: int = 1, num_classes: int = 4, widths: tuple[int, ...] = (16, 32, 64),
-                    norm: str | None = "bn", skip: bool = True) -> EncoderDecoder:
+                    norm: str | None = "bn", skip: bool = True, init: str | float | None = None) -> EncoderDecoder:
     """An encoder-decoder for segmentation, (N, in_channels, H, W) -> logits (N, num_classes, H, W);
-    H and W divisible by 2^(len(widths) - 1). See `EncoderDecoder`."""
+    H and W divisible by 2^(len(widths) - 1). See `EncoderDecoder`; init: see `initialize`."""
     _check_norm(norm)
     if len(widths) < 2 or any(w < 1 for w in widths):
         raise ValueError(f"widths needs at least two positive channel counts (one per stage), got {widths}")
-    return EncoderDecoder(in_channels, num_classes, tuple(widths), norm, skip)
+    return initialize(EncoderDecoder(in_channels, num_classes, tuple(widths), norm, skip), init)

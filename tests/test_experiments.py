@@ -12,7 +12,7 @@ from torch import nn
 from bnlab.data import digits
 from bnlab.experiments import (BN_RELU_GROWTH, deep_mlp, growth_factor, ioffe_fig1, lr_sweep,
                                weight_grad_norms)
-from bnlab.models import initialize, mlp
+from bnlab.models import conv_net, encoder_decoder, initialize, mlp
 from bnlab.train import History
 
 
@@ -114,6 +114,32 @@ def test_gain_scales_the_weights(init):
         torch.testing.assert_close(b.bias, a.bias, rtol=0, atol=0)  # biases are not scaled
     if init is None:  # torch's default init is kept (and its nonzero biases too)
         assert torch.count_nonzero(linears(nets[0])[0].bias) > 0
+
+
+@pytest.mark.parametrize("build", [lambda init: conv_net(norm=None, widths=(32, 48), init=init),
+                                   lambda init: encoder_decoder(1, 2, (16, 32), norm=None, init=init)])
+def test_he_init_reaches_the_convolutions(build):
+    torch.manual_seed(0)
+    net = build("he")
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs
+    for conv in convs:
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        w = conv.weight.detach().double()
+        assert w.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=5 / math.sqrt(2 * w.numel()))
+        assert torch.count_nonzero(conv.bias) == 0
+
+
+@pytest.mark.parametrize("default", [None, "default"])
+def test_default_init_keeps_torchs_weights(default):
+    torch.manual_seed(0)
+    kept = conv_net(norm=None, init=default)
+    torch.manual_seed(0)
+    plain = conv_net(norm=None)
+    for a, b in zip(kept.parameters(), plain.parameters()):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    assert not torch.equal(conv_net(norm=None, init="he")[0][0].weight, plain[0][0].weight)
 
 
 def test_initialize_works_in_place_and_returns_the_model():
