@@ -24,15 +24,25 @@ def _fmt(value) -> str:
     return repr(value)
 
 
-def check(condition, claim: str, **numbers) -> None:
+MEASURED = "  [measured: "
+
+
+def _details(numbers: dict) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in numbers.items())
+
+
+def check(condition, claim: str, measured: dict | None = None, **numbers) -> None:
     """Print ``✓ claim`` when condition is true; otherwise raise CheckFailed showing ``numbers``.
 
     check(acc_bn > acc_plain + 0.3, "BN is far ahead after 200 steps", acc_bn=acc_bn, acc_plain=acc_plain)
+
+    measured: numbers shown on the ✓ line too, after the claim: ``✓ claim  [measured: max_difference=2e-16]``.
+    They are what was measured this time, not part of the claim: nbval masks their digits.
     """
     if not bool(condition):
-        detail = ", ".join(f"{k}={_fmt(v)}" for k, v in numbers.items())
+        detail = _details({**(measured or {}), **numbers})
         raise CheckFailed(f"✗ {claim}" + (f"  [{detail}]" if detail else ""))
-    print(f"✓ {claim}")
+    print(f"✓ {claim}" + (f"{MEASURED}{_details(measured)}]" if measured else ""))
 
 
 def _as_numpy(a) -> np.ndarray:
@@ -42,12 +52,16 @@ def _as_numpy(a) -> np.ndarray:
 
 
 def check_close(actual, expected, claim: str, atol: float = 1e-10) -> None:
-    """check that max |actual - expected| <= atol (shapes must match exactly; nothing broadcasts)."""
+    """check that max |actual - expected| <= atol (shapes must match exactly; nothing broadcasts).
+
+    Prints the tolerance as part of the claim and the measured max difference after it:
+    ``✓ claim (tolerance: max |difference| <= 1e-10)  [measured: max_difference=2.22045e-16]``.
+    """
     a, e = _as_numpy(actual), _as_numpy(expected)
     if a.shape != e.shape:
         raise ValueError(f"check_close: shapes differ, {a.shape} vs {e.shape}")
     err = float(np.max(np.abs(a - e))) if a.size else 0.0
-    check(err <= atol, f"{claim} (max |difference| <= {atol:g})", max_difference=err)
+    check(err <= atol, f"{claim} (tolerance: max |difference| <= {atol:g})", measured={"max_difference": err})
 
 
 def rel_error(x, y) -> float:
@@ -90,8 +104,8 @@ _SPACES = re.compile(r"[ \t]+")
 
 
 def mask_measurements(text: str) -> str:
-    """What nbval compares of a lesson's output: ``✓`` lines exactly, every other line with its numbers
-    masked.
+    """What nbval compares of a lesson's output: ``✓`` lines exactly (but for the numbers of their
+    ``[measured: ...]`` part), every other line with its numbers masked.
 
     A lesson's contract is its claims. ``check`` raises when one fails, and a ``✓ claim`` line says
     which claims a cell makes, so it must match the committed notebook character for character. The
@@ -104,10 +118,19 @@ def mask_measurements(text: str) -> str:
         "with BN         0.232  0.909"        ->  "with BN##"
         "lr 1: NaN @ step 4"                  ->  "lr#:#@ step#"
         "✓ BN is above 90% from batch 8 up"   ->  unchanged
+        "✓ x matches y (tolerance: max |difference| <= 1e-10)  [measured: max_difference=3e-16]"
+                                              ->  "✓ x matches y (tolerance: max |difference| <= 1e-10)  [measured: max_difference=#]"
     """
     lines = []
     for line in text.split("\n"):
         if not line.lstrip().startswith("✓"):
-            line = _SPACES.sub(" ", _AROUND_MASK.sub("#", _MEASURED.sub("#", line))).strip()
+            line = _mask_numbers(line)
+        elif MEASURED in line:
+            claim, _, shown = line.partition(MEASURED)
+            line = claim + MEASURED + _mask_numbers(shown)
         lines.append(line)
     return "\n".join(lines)
+
+
+def _mask_numbers(line: str) -> str:
+    return _SPACES.sub(" ", _AROUND_MASK.sub("#", _MEASURED.sub("#", line))).strip()

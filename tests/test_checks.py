@@ -53,6 +53,24 @@ def test_check_close_passes_at_and_fails_beyond_tolerance(capsys):
         check_close(np.array([1.0, 2.0]), np.array([1.5, 2.0]), "just beyond", atol=0.4999)
 
 
+def test_check_close_prints_the_measured_difference_apart_from_the_tolerance(capsys):
+    check_close(np.array([1.0, 2.0]), np.array([1.25, 2.0]), "close", atol=0.5)
+    line = capsys.readouterr().out.strip()
+    claim, _, measured = line.partition("[measured:")
+    assert "0.5" in claim and "0.25" not in claim       # the tolerance belongs to the claim ...
+    assert "0.25" in measured and "0.5" not in measured   # ... the measured difference does not
+
+
+def test_check_shows_measured_numbers_only_when_asked(capsys):
+    check(True, "plain claim")
+    check(True, "claim with a measurement", measured={"accuracy": 0.953})
+    plain, shown = capsys.readouterr().out.splitlines()
+    assert plain == "✓ plain claim"
+    assert shown.startswith("✓ claim with a measurement") and "accuracy=0.953" in shown
+    with pytest.raises(CheckFailed, match="accuracy=0.5"):
+        check(False, "failing claim", measured={"accuracy": 0.5})
+
+
 def test_check_close_default_tolerance_is_tight():
     check_close([1.0], [1.0 + 1e-11], "tiny difference")
     with pytest.raises(CheckFailed):
@@ -174,6 +192,13 @@ def test_mask_ignores_what_measurements_change(committed, now):
 ])
 def test_mask_still_sees_what_changes_the_story(committed, now):
     assert mask_measurements(committed) != mask_measurements(now)
+
+
+def test_mask_ignores_the_measured_part_of_a_claim_but_not_the_claim():
+    committed = "✓ x matches y (tolerance: max |difference| <= 1e-10)  [measured: max_difference=2.22045e-16]"
+    assert mask_measurements(committed) == mask_measurements(committed.replace("2.22045e-16", "0"))
+    assert mask_measurements(committed) != mask_measurements(committed.replace("1e-10", "1e-09"))
+    assert mask_measurements(committed) != mask_measurements(committed.replace("x matches", "x equals"))
 
 
 def test_mask_turns_each_number_into_one_mark():
