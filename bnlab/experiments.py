@@ -17,10 +17,13 @@ from tqdm.auto import tqdm
 
 from .data import Split, digits, shapes, vary_scans
 from .layers import BatchRenorm
-from .models import conv_net, encoder_decoder, mlp
+from .models import _linear_block, conv_net, encoder_decoder, initialize, mlp
+from .probes import activation_layers
 from .train import History, train_classifier, train_segmenter
+from .train import _is_batchnorm as is_batchnorm
 
-__all__ = ["FIG1", "ioffe_fig1", "deep_mlp", "weight_grad_norms", "growth_factor", "BN_RELU_GROWTH",
+__all__ = ["FIG1", "ioffe_fig1", "nonlinearity_inputs", "bn_gradient_growth", "residual_mlp", "ResidualBlock",
+           "weight_gradient_alignment", "deep_mlp", "weight_grad_norms", "growth_factor", "BN_RELU_GROWTH",
            "lr_sweep", "run_grid", "CNN", "cnn_run", "SMALL_BATCH", "small_batch_run",
            "SEGMENTATION", "segmentation_run"]
 
@@ -49,10 +52,76 @@ def ioffe_fig1(norm: str | None, seed: int = 0, steps: int = FIG1["steps"], lr: 
                             probe=FIG1_PROBE, probe_batch=probe_batch)
 
 
+def nonlinearity_inputs(model: nn.Module, x: torch.Tensor, train: bool = True) -> dict[str, torch.Tensor]:
+    """{'hidden1': u, ...}: the input u of each nonlinearity of model for one forward pass of x,
+    in training mode (BN normalizes with x's own statistics) or eval mode (with its running ones).
+
+    Nothing is updated: the pass runs under no_grad on a copy, so BN's running statistics stay.
+    Names as `bnlab.probes.activation_layers` gives them (and a Probe records them).
+    """
+    twin = copy.deepcopy(model).train(train)
+    captured = {}
+    hooks = [module.register_forward_pre_hook(lambda _, inputs, name=name: captured.__setitem__(name, inputs[0]))
+             for name, module in activation_layers(twin).items()]
+    with torch.no_grad():
+        twin(x)
+    for hook in hooks:
+        hook.remove()
+    return captured
+
+
 # ----------------------------------------------------------------------------- lesson 05
 # Yang et al. (2019): in a deep BN-ReLU net at initialization the gradient grows by
 # sqrt(pi / (pi - 1)) per layer going backwards, whatever the weights' scale.
 BN_RELU_GROWTH = math.sqrt(math.pi / (math.pi - 1))
+
+
+def bn_gradient_growth(activation: str) -> float:
+    """The factor by which the gradient norm grows per layer, going backwards, in a deep BN net at
+    initialization (wide layers, large batch; Yang et al. 2019):
+
+        sqrt(E[phi'(u)^2] / Var[phi(u)]),   u ~ N(0, 1),
+
+    since BN makes each pre-activation u standard normal, the layer above divides by the std of
+    phi(u) (BN removes its mean), and the backward pass multiplies by phi'(u). For ReLU that is
+    sqrt((1/2) / ((pi - 1) / (2 pi))) = sqrt(pi / (pi - 1)) = BN_RELU_GROWTH. The expectations are
+    integrals against the Gaussian density on a fine grid.
+    """
+    u = np.linspace(-12.0, 12.0, 240_001)
+    density = np.exp(-u**2 / 2) / math.sqrt(2 * math.pi)
+    functions = {"relu": (np.maximum(u, 0.0), (u > 0).astype(np.float64)),
+                 "tanh": (np.tanh(u), 1.0 - np.tanh(u) ** 2),
+                 "sigmoid": (1 / (1 + np.exp(-u)), np.exp(-u) / (1 + np.exp(-u)) ** 2)}
+    if activation not in functions:
+        raise ValueError(f"activation must be one of {sorted(functions)}, got {activation!r}")
+    phi, slope = functions[activation]
+    integrate = np.trapezoid if hasattr(np, "trapezoid") else np.trapz   # numpy < 2 has only trapz
+    mean = integrate(phi * density, u)
+    variance = integrate(phi**2 * density, u) - mean**2
+    return float(math.sqrt(integrate(slope**2 * density, u) / variance))
+
+
+class ResidualBlock(nn.Module):
+    """x + activation(norm(W x)): the identity path carries the signal and the gradient past the block."""
+
+    def __init__(self, width: int, norm: str | None, activation: str):
+        super().__init__()
+        self.branch = nn.Sequential(*_linear_block(width, width, norm, activation))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+def residual_mlp(depth: int, width: int = 100, activation: str = "relu", norm: str | None = "bn",
+                 init: float | str | None = None, in_features: int = 64, out_features: int = 10) -> nn.Sequential:
+    """`deep_mlp` with a skip connection around every hidden block: Linear(in, width), then depth
+    blocks x -> x + act(BN(W x)), then a Linear head. weight_grad_norms sees depth + 1 hidden layers."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    net = nn.Sequential(nn.Linear(in_features, width),
+                        *[ResidualBlock(width, norm, activation) for _ in range(depth)],
+                        nn.Linear(width, out_features))
+    return initialize(net, init)
 
 
 def deep_mlp(depth: int, width: int = 100, activation: str = "relu", norm: str | None = None,
@@ -77,6 +146,28 @@ def weight_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.
         raise ValueError("the model has no hidden nn.Linear layer")
     nn.functional.cross_entropy(twin(x.double()), y).backward()
     return np.array([m.weight.grad.norm().item() for m in linears])
+
+
+def weight_gradient_alignment(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:
+    """For each nn.Linear of model: cos(W, dL/dW), ||W||, ||dL/dW|| and whether a BN layer follows it,
+    from one cross-entropy forward/backward in training mode on a float64 copy.
+
+    Where BN follows, the loss does not change when W is scaled (BN(aWx) = BN(Wx) for a > 0, up to eps),
+    so its derivative along W is zero: <W, dL/dW> = 0, the gradient is orthogonal to W.
+    """
+    twin = copy.deepcopy(model).double().train()
+    modules = list(twin.modules())
+    linears = {name: m for name, m in twin.named_modules() if isinstance(m, nn.Linear)}
+    if not linears:
+        raise ValueError("the model has no nn.Linear layer")
+    nn.functional.cross_entropy(twin(x.double()), y).backward()
+    report = {}
+    for name, linear in linears.items():
+        after = modules[modules.index(linear) + 1] if modules.index(linear) + 1 < len(modules) else None
+        w, g = linear.weight.detach(), linear.weight.grad
+        report[name] = {"cos": float((w * g).sum() / (w.norm() * g.norm())), "weight_norm": w.norm().item(),
+                        "grad_norm": g.norm().item(), "before_bn": after is not None and is_batchnorm(after)}
+    return report
 
 
 def growth_factor(norms, skip: int = 5) -> float:
@@ -149,11 +240,13 @@ SMALL_BATCH = dict(widths=(16, 32), hidden=64, epochs=3, lr_per_32=0.1, momentum
 
 
 def small_batch_run(norm: str | None, batch_size: int, seed: int = 0, data: Split | None = None,
-                    epochs: int = SMALL_BATCH["epochs"], device=None) -> History:
+                    epochs: int = SMALL_BATCH["epochs"], device=None, head_norm: str | None = "same") -> History:
     """Train lesson 08's conv net with `norm` in every block and in the FC head for `epochs` epochs
     at batch_size (data: digits images with scanner variation unless given).
 
-    InstanceNorm has nothing to average in a fully connected layer, so its head uses LayerNorm.
+    head_norm: the FC head's norm ('same': norm; None: an unnormalized head, the conv layers alone
+    normalized). InstanceNorm has nothing to average in a fully connected layer, so its head uses
+    LayerNorm.
     Batch Renorm runs its first epoch as plain BN (r = 1, d = 0), then clips at r_max = 1.5,
     d_max = 0.5: the paper relaxes the limits from (1, 0) to (3, 5) over a long run, and in a
     3-epoch run the full limits, applied against running statistics that lag the fast-changing
@@ -162,7 +255,8 @@ def small_batch_run(norm: str | None, batch_size: int, seed: int = 0, data: Spli
     data = data if data is not None else vary_scans(digits(images=True))
     torch.manual_seed(seed)
     model = conv_net(data.x_train.shape[1], data.num_classes, SMALL_BATCH["widths"], norm=norm,
-                     hidden=SMALL_BATCH["hidden"], head_norm="ln" if norm == "in" else "same",
+                     hidden=SMALL_BATCH["hidden"],
+                     head_norm="ln" if norm == "in" and head_norm == "same" else head_norm,
                      image_size=data.x_train.shape[-1])
     steps_per_epoch = max(1, len(data.x_train) // batch_size)
     for module in model.modules():

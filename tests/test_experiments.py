@@ -253,3 +253,80 @@ def test_ioffe_fig1_records_the_sigmoid_inputs(data):
     assert list(recording.layers) == ["hidden1", "hidden2", "hidden3"]
     assert recording["hidden3"].unit_percentiles.shape == (3, 100, 3)
     assert history.eval_steps[0] == 0 and history.eval_steps[-1] == 21
+
+
+# ----------------------------------------------------------------------------- lesson 04 and 05 helpers
+from bnlab.experiments import (BN_RELU_GROWTH, bn_gradient_growth, nonlinearity_inputs,  # noqa: E402
+                               residual_mlp, weight_gradient_alignment)
+
+
+def test_bn_gradient_growth_is_the_closed_form_for_relu():
+    assert bn_gradient_growth("relu") == pytest.approx(math.sqrt(math.pi / (math.pi - 1)), abs=1e-4)
+    assert BN_RELU_GROWTH == pytest.approx(bn_gradient_growth("relu"), abs=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_bn_gradient_growth_agrees_with_monte_carlo(activation):
+    u = torch.randn(2_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u.requires_grad_(True)
+    phi = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[activation](u)
+    (slope,) = torch.autograd.grad(phi.sum(), u)
+    estimate = math.sqrt(slope.pow(2).mean().item() / phi.detach().var().item())
+    assert bn_gradient_growth(activation) == pytest.approx(estimate, rel=3e-3)
+
+
+def test_bn_gradient_growth_rejects_unknown_activation():
+    with pytest.raises(ValueError, match="activation"):
+        bn_gradient_growth("gelu")
+
+
+def test_residual_mlp_bounds_what_the_plain_bn_net_explodes():
+    data_x = torch.randn(128, 64, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    residual = weight_grad_norms(residual_mlp(30), data_x, labels)
+    torch.manual_seed(0)
+    plain = weight_grad_norms(deep_mlp(30, norm="bn"), data_x, labels)
+    assert len(residual) == 31 and len(plain) == 30
+    assert residual[0] / residual[-1] < 0.1 * plain[0] / plain[-1]
+    with pytest.raises(ValueError, match="depth"):
+        residual_mlp(0)
+
+
+def test_weight_gradient_alignment_is_orthogonal_exactly_where_bn_follows():
+    x = torch.randn(64, 12, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    report = weight_gradient_alignment(mlp(12, (16, 16), 3, norm="bn"), x, y)
+    before_bn = [r for r in report.values() if r["before_bn"]]
+    assert len(before_bn) == 2 and all(abs(r["cos"]) < 1e-5 for r in before_bn)
+    torch.manual_seed(0)
+    plain = weight_gradient_alignment(mlp(12, (16, 16), 3, norm=None), x, y)
+    assert not any(r["before_bn"] for r in plain.values())
+    assert max(abs(r["cos"]) for r in plain.values()) > 1e-3
+
+
+def test_weight_gradient_of_a_bn_layer_scales_inversely_with_the_weights():
+    x = torch.randn(64, 12, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    net = mlp(12, (16,), 3, norm="bn")
+    before = weight_gradient_alignment(net, x, y)["0"]
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)
+    after = weight_gradient_alignment(net, x, y)["0"]
+    assert after["weight_norm"] == pytest.approx(2 * before["weight_norm"])
+    assert after["grad_norm"] == pytest.approx(before["grad_norm"] / 2, rel=1e-4)
+
+
+def test_nonlinearity_inputs_in_train_and_eval_mode_and_no_side_effects():
+    x = 3.0 + 2.0 * torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    net = mlp(8, (16, 16), 4, norm="bn", activation="sigmoid")
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    train = nonlinearity_inputs(net, x)
+    evaluated = nonlinearity_inputs(net, x, train=False)
+    assert list(train) == ["hidden1", "hidden2"]
+    assert train["hidden1"].std(0, unbiased=False).sub(1).abs().max() < 1e-3    # the batch's statistics
+    torch.testing.assert_close(evaluated["hidden1"], net[0](x).detach() / math.sqrt(1 + 1e-5))  # running 0, 1
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
