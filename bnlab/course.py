@@ -6,10 +6,11 @@ others as coming, so the map cannot fall out of step with the notebooks folder.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Lesson", "LESSONS", "course_map", "notebook_path"]
+__all__ = ["Lesson", "LESSONS", "course_map", "notebook_path", "lesson_problems"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,29 @@ def course_map(notebook_dir: str | Path = ".") -> str:
         rows.append(f"| {lesson.number} | {title} | {lesson.question} | {lesson.seeds} | "
                     f"{'ready' if exists else 'coming'} |")
     return "\n".join(rows)
+
+
+def lesson_problems(path: str | Path) -> list[str]:
+    """What keeps a committed lesson notebook from following the course pattern, as sentences
+    (an empty list: none). Checked: learning goals in the first cell; a summary (or exercises) in
+    one of the last three cells; every code cell executed, in order from 1; no error output.
+    """
+    path = Path(path)
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError) as error:
+        return [f"{path.name} is not a readable notebook ({error})"]
+    problems = []
+    text = ["".join(cell.get("source", "")) for cell in cells]
+    if not cells or "learning goals" not in text[0].lower():
+        problems.append(f"{path.name}: the first cell states no learning goals")
+    if not any("summary" in t.lower() or "exercises" in t.lower() for t in text[-3:]):
+        problems.append(f"{path.name}: no summary or exercises at the end")
+    code = [cell for cell in cells if cell["cell_type"] == "code" and "".join(cell.get("source", "")).strip()]
+    counts = [cell.get("execution_count") for cell in code]
+    if counts != list(range(1, len(code) + 1)):
+        problems.append(f"{path.name}: not executed top to bottom in one run (execution counts {counts[:6]}...)")
+    errors = [i for i, cell in enumerate(code) if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
+    if errors:
+        problems.append(f"{path.name}: error output in code cell(s) {errors}")
+    return problems
