@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Split
+from .layers import is_batchnorm
 from .probes import Probe, Recording
 from .runtime import pick_device
 
@@ -113,19 +114,15 @@ def _recording_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn)
     model.zero_grad(set_to_none=True)
 
 
-def _is_batchnorm(module: nn.Module) -> bool:
-    """A layer with BN's running statistics: torch's BatchNorm*d, bnlab's BatchNorm and its relatives
-    (InstanceNorm has the attribute too, but no running statistics unless asked)."""
-    return getattr(module, "running_mean", None) is not None and hasattr(module, "num_batches_tracked")
-
-
 def freeze_batchnorm(model: nn.Module) -> int:
-    """Put every BN layer of model in eval mode: it normalizes with its running statistics and stops
-    updating them, while the rest of the model trains (fine-tuning with batches too small for BN).
-    model.train() undoes this. Returns the number of layers frozen."""
+    """Put every BN layer of model (`bnlab.layers.is_batchnorm`) that has running statistics in eval
+    mode: it normalizes with them and stops updating them, while the rest of the model trains
+    (fine-tuning with batches too small for BN). A BN layer without running statistics would use
+    batch statistics in eval too, so it is left alone. model.train() undoes this. Returns the
+    number of layers frozen."""
     frozen = 0
     for module in model.modules():
-        if _is_batchnorm(module):
+        if is_batchnorm(module) and module.running_mean is not None:
             module.eval()
             frozen += 1
     return frozen

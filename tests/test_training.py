@@ -168,3 +168,13 @@ def test_init_refuses_a_bool():
     """True is an int to Python; as an init it is a mistake, not a std of 1."""
     with pytest.raises(ValueError, match="init"):
         mlp(4, (3,), 2, init=True)
+
+
+def test_freeze_batchnorm_uses_the_one_definition_of_a_bn_layer():
+    """InstanceNorm with track_running_stats has BN's buffers but normalizes each example on its
+    own: not a BN layer, not frozen (the old duck-typed rule froze it)."""
+    from bnlab.train import freeze_batchnorm
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.InstanceNorm2d(4, track_running_stats=True),
+                                BatchNorm1d(4)).train()
+    assert freeze_batchnorm(model) == 1
+    assert model[1].training and not model[2].training
