@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 
 from .data import Split
 from .layers import is_batchnorm
+from .metrics import iou, mask_scores
 from .probes import Probe, Recording
 from .runtime import pick_device
 
 __all__ = ["History", "TrainConfig", "OPTIMIZERS", "make_optimizer", "train_classifier", "train_segmenter",
-           "segmentation_scores", "freeze_batchnorm", "accuracy", "batched_accuracy"]
+           "segmentation_scores", "mask_scores", "iou", "freeze_batchnorm", "accuracy", "batched_accuracy"]
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -316,13 +317,14 @@ def _fit(model: nn.Module, x, y, x_test, y_test, evaluate, config: TrainConfig) 
 
 def segmentation_scores(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, num_classes: int,
                         batch_size: int = 64) -> dict:
-    """Pixel accuracy, IoU and Dice of model's argmax masks in eval mode, over the whole set.
+    """`bnlab.metrics.mask_scores` of model's argmax masks in eval mode, over the whole set.
 
     For each class c, with P = predicted pixels of c and G = true pixels of c over all images:
         IoU_c = |P & G| / |P | G|,   Dice_c = 2 |P & G| / (|P| + |G|)
     'iou' and 'dice' average over the foreground classes 1..K-1 (class 0 is the background, which
     is easy and would flatter every model); 'per_class_iou' has all K. A class that is neither
-    predicted nor present counts as 1. Every layer's train/eval mode is restored afterwards.
+    predicted nor present counts as 1. x: (N, C, H, W), masks: (N, H, W); the model sees batch_size
+    images at a time. Every layer's train/eval mode is restored afterwards.
     """
     if masks.dim() != 3 or x.dim() != 4 or len(x) != len(masks) or x.shape[-2:] != masks.shape[-2:]:
         raise ValueError(f"need x (N, C, H, W) and masks (N, H, W) of the same N, H, W; got "
@@ -332,22 +334,9 @@ def segmentation_scores(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, 
     if masks.numel() and (masks.min() < 0 or masks.max() >= num_classes):
         raise ValueError(f"mask values must be class indices 0..{num_classes - 1}, got values from "
                          f"{int(masks.min())} to {int(masks.max())}")
-    intersection = torch.zeros(num_classes, dtype=torch.float64)
-    predicted = torch.zeros(num_classes, dtype=torch.float64)
-    actual = torch.zeros(num_classes, dtype=torch.float64)
     with _eval_mode(model):
         device = next(model.parameters()).device
         with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                pred = model(x[i:i + batch_size].to(device)).argmax(1).cpu()
-                true = masks[i:i + batch_size].cpu()
-                intersection += torch.bincount(true[pred == true].flatten(), minlength=num_classes)[:num_classes]
-                predicted += torch.bincount(pred.flatten(), minlength=num_classes)[:num_classes]
-                actual += torch.bincount(true.flatten(), minlength=num_classes)[:num_classes]
-    union = predicted + actual - intersection
-    iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
-    total = predicted + actual
-    dice = torch.where(total > 0, 2 * intersection / total.clamp(min=1), torch.ones_like(total))
-    return {"pixel_accuracy": float(intersection.sum() / actual.sum()),
-            "iou": float(iou[1:].mean()), "dice": float(dice[1:].mean()),
-            "per_class_iou": iou.tolist()}
+            pred = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu()
+                              for i in range(0, len(x), batch_size)])
+    return mask_scores(pred, masks.cpu(), num_classes)
