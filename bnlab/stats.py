@@ -175,3 +175,109 @@ def median_drift(unit_percentiles: np.ndarray, percentiles: Sequence[float] = DE
     median = values[:, :, percentiles.index(50.0)]
     width = values[:, :, percentiles.index(high)] - values[:, :, percentiles.index(low)]
     return float(np.mean((median.max(0) - median.min(0)) / width.mean(0)))
+
+
+# ----------------------------------------------------------------------------- effective sample size
+STATISTICS = ("mean", "var")
+
+
+@dataclass(frozen=True)
+class EffectiveSampleSize:
+    """What `effective_sample_size` measured: n_eff (C,) per channel, and the nominal count
+    B * positions that n_eff would be if every value of a batch were independent."""
+
+    n_eff: torch.Tensor
+    nominal: int
+    batch_size: int
+    positions: int
+    statistic: str
+    num_batches: int
+
+    @property
+    def per_example(self) -> torch.Tensor:
+        """n_eff / B: how many independent values one example is worth, from 1 (its values all
+        alike) to `positions` (all independent)."""
+        return self.n_eff / self.batch_size
+
+    def __str__(self) -> str:
+        median = float(self.n_eff.median())
+        return (f"n_eff of the batch {self.statistic}: median {median:.1f} over {len(self.n_eff)} channels "
+                f"(from {float(self.n_eff.min()):.1f} to {float(self.n_eff.max()):.1f}), "
+                f"{median / self.batch_size:.1f} per example; nominal B*positions = "
+                f"{self.batch_size}*{self.positions} = {self.nominal}")
+
+
+def _check_pool(values, batch_size, num_batches, statistic) -> None:
+    if not isinstance(values, torch.Tensor) or not values.is_floating_point():
+        raise ValueError("values must be a floating-point tensor (N, C, *spatial), got "
+                         f"{getattr(values, 'dtype', type(values).__name__)}")
+    if values.dim() < 2 or values.shape[0] < 2 or values.shape[1] < 1:
+        raise ValueError(f"values must be (N, C, *spatial) with a pool of N >= 2 examples, got shape "
+                         f"{tuple(values.shape)}")
+    n = values.shape[0]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if batch_size >= n:
+        raise ValueError(f"batch_size {batch_size} is not smaller than the pool of {n} examples: every "
+                         "batch would be the whole pool (or more), so its statistic would not vary; "
+                         "pass more examples")
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 2:
+        raise ValueError(f"num_batches must be an int >= 2 (a variance over draws), got {num_batches!r}")
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    if statistic == "var" and batch_size * math.prod(values.shape[2:]) < 2:
+        raise ValueError("the batch variance needs at least 2 values per channel: batch_size * positions < 2")
+
+
+def effective_sample_size(values: torch.Tensor, batch_size: int, num_batches: int = 2000, seed: int = 0,
+                          statistic: str = "mean", finite_pool_correction: bool = True) -> EffectiveSampleSize:
+    """How many independent values BN's batch statistic is really worth, per channel.
+
+    values: (N, C, *spatial), one layer's activations on a pool of N examples; P = prod(spatial)
+    positions (1 for (N, C)). Draw num_batches batches of B = batch_size distinct examples (seeded)
+    and take BN's statistic of each channel over the batch's B * P values:
+        statistic='mean':  mu_B = mean x,              n_eff = Var(x) / Var(mu_B)
+        statistic='var':   s2_B = mean (x - mu_B)^2,   n_eff = (mu4 - Var(x)^2) / Var(s2_B)
+    with Var(x) and mu4 = mean (x - mean x)^4 over the channel's N * P pool values, and Var(mu_B),
+    Var(s2_B) over the draws. n independent values give Var(mu) = Var(x) / n, and, to leading
+    order in 1/n, Var(s2) = (mu4 - Var(x)^2) / n (2 Var(x)^2 / n for Gaussians): n_eff is the n of
+    independent values whose statistic would be as noisy. If a batch's values were independent,
+    n_eff would be the nominal B * P; the values of one example are correlated (neighbouring
+    pixels, the brightness of a whole image), so n_eff is smaller, down to B when all of an
+    example's values are alike.
+
+    finite_pool_correction: B distinct examples drawn from a pool of N vary less than B examples
+    of the data distribution, by the factor (N - B) / (N - 1) for the mean (exactly; to leading
+    order for the variance). Var over the draws is divided by it, so that n_eff does not depend on
+    the pool's size. n_eff is NaN for a channel constant over the pool.
+
+    Returns an EffectiveSampleSize: n_eff (C,), nominal = B * P, per_example = n_eff / B.
+    """
+    _check_pool(values, batch_size, num_batches, statistic)
+    n, c = values.shape[:2]
+    positions = math.prod(values.shape[2:])
+    # float64, centred per channel: batch variances from E[x^2] - E[x]^2 are then free of cancellation
+    x = values.detach().reshape(n, c, -1).double()
+    x = x - x.mean((0, 2), keepdim=True)
+    pool_var = x.pow(2).mean((0, 2)).cpu()
+    # every example has P values, so a batch's moments are the means of its examples' moments
+    example_mean = x.mean(2).cpu()                                 # (N, C)
+    example_square = x.pow(2).mean(2).cpu() if statistic == "var" else None
+    fourth_moment = x.pow(4).mean((0, 2)).cpu() if statistic == "var" else None
+    del x
+    generator = torch.Generator().manual_seed(seed)
+    draws = []
+    for start in range(0, num_batches, 256):  # chunks: a (batches, N) matrix of keys per chunk only
+        keys = torch.rand(min(256, num_batches - start), n, generator=generator)
+        index = keys.topk(batch_size, dim=1).indices                # B distinct examples per row
+        batch_mean = example_mean[index].mean(1)                    # (batches, C)
+        if statistic == "mean":
+            draws.append(batch_mean)
+        else:
+            draws.append(example_square[index].mean(1) - batch_mean.pow(2))
+    spread = torch.cat(draws).var(0)                                # over the draws, (C,)
+    if finite_pool_correction:
+        spread = spread / ((n - batch_size) / (n - 1))
+    scale = pool_var if statistic == "mean" else fourth_moment - pool_var.pow(2)
+    return EffectiveSampleSize(n_eff=scale / spread, nominal=batch_size * positions, batch_size=batch_size,
+                               positions=positions, statistic=statistic, num_batches=num_batches)
