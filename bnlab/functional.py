@@ -1,13 +1,11 @@
 """Functional batch normalization and its relatives: the ``torch.nn.functional`` of ``bnlab``.
 
-``batch_norm`` is torch.nn.functional.batch_norm written without torch's batch-norm kernels: a
-``torch.autograd.Function`` whose forward is a corrected two-pass computation of mean and variance
-(centre, then subtract the residual mean, so float32 stays accurate far from zero) written to
-allocate only two full-size tensors (on a small VM the page faults of fresh tensors cost more than
-the arithmetic), and whose backward is lesson 02's closed form. ``batch_norm_plain`` is the
-lesson-01 formula in five lines of plain tensor ops, differentiated by autograd; the tests check
-that both agree. ``batch_renorm`` (Ioffe 2017) and ``range_batch_norm`` (Banner et al. 2018) are
-written in plain ops too, and all of them update running statistics with `update_running_stats_`.
+``batch_norm`` is torch.nn.functional.batch_norm without torch's BN kernels: an autograd Function
+whose forward is a corrected two-pass mean and variance (centre, then subtract the residual mean,
+so float32 stays accurate far from zero) that allocates only two full-size tensors (on a small VM
+fresh tensors' page faults cost more than the arithmetic), and whose backward is lesson 02's
+closed form. ``batch_norm_plain`` is lesson 01's formula in plain ops, differentiated by autograd
+and tested equal to it; ``batch_renorm`` and ``range_batch_norm`` are plain ops too.
 """
 
 from __future__ import annotations

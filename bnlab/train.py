@@ -1,9 +1,9 @@
-"""Training and evaluation loops for the lessons' classifiers (torch optimizers and losses).
+"""Training and evaluation loops for the lessons' classifiers and segmenters (torch optimizers and losses).
 
-Seeded, on the device ``bnlab.pick_device`` chooses unless told otherwise, with a ``tqdm.auto``
-progress bar; returns a History that plots and checks read from, so nothing has to be retrained
-to be looked at again. With ``probe=dict(...)`` a `bnlab.probes.Probe` records what flows through
-the network during the run.
+A run is described by a `TrainConfig` (seeded, on the device ``bnlab.pick_device`` chooses unless
+told otherwise, with a ``tqdm.auto`` progress bar) and returns a History that plots and checks read
+from, so nothing has to be retrained to be looked at again. With ``probe=dict(...)`` a
+`bnlab.probes.Probe` records what flows through the network during the run.
 """
 
 from __future__ import annotations
@@ -190,6 +190,8 @@ def _recording_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn)
     BN's running statistics are restored afterwards and the gradients cleared: the run trains
     exactly as it would without the recording pass.
     """
+    # every buffer, not only those of BN layers (is_batchnorm): whatever else keeps state in
+    # buffers must not see the fixed batch either
     buffers = [b.clone() for b in model.buffers()]
     loss_fn(model(x), y).backward()
     with torch.no_grad():
