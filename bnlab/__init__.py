@@ -1,23 +1,23 @@
 """bnlab: the machinery behind the batch-normalization course.
 
     from bnlab import BatchNorm, batch_norm, check      # torch BN from scratch, and claim checks
+    from bnlab import batch_norm_plain                  # the same formula in five plain lines
     from bnlab import BatchRenorm2d, RangeBatchNorm2d   # its relatives (Ioffe 2017, Banner et al. 2018)
     from bnlab import fold_batchnorm                    # merge BN into the conv before it, for inference
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
 """
 
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
-from .functional import batch_norm
+from .functional import batch_norm, batch_norm_plain, batch_renorm, range_batch_norm
 from .folding import count_batchnorms, fold_batchnorm
 from .layers import (BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchRenorm, BatchRenorm1d,
-                     BatchRenorm2d, RangeBatchNorm, RangeBatchNorm1d, RangeBatchNorm2d, batch_renorm,
-                     range_batch_norm)
+                     BatchRenorm2d, RangeBatchNorm, RangeBatchNorm1d, RangeBatchNorm2d, is_batchnorm)
 from .runtime import pick_device, setup
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm",
+    "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "batch_norm_plain", "is_batchnorm",
     "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d", "batch_renorm",
     "RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_batch_norm",
     "fold_batchnorm", "count_batchnorms",

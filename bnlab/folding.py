@@ -21,12 +21,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .layers import BatchNorm, BatchRenorm, RangeBatchNorm
+from .layers import BATCHNORM_TYPES, is_batchnorm
 
 __all__ = ["fold_batchnorm", "count_batchnorms", "FoldReport", "FOLDABLE_NORMS", "FOLD_TARGETS"]
 
-# Layers whose eval mode is y = weight * (x - running_mean) / sqrt(running_var + eps) + bias
-FOLDABLE_NORMS = (nn.modules.batchnorm._BatchNorm, BatchNorm, BatchRenorm, RangeBatchNorm)
+# Layers whose eval mode is y = weight * (x - running_mean) / sqrt(running_var + eps) + bias: every
+# BN layer (bnlab.layers.is_batchnorm); kept under this name for old imports
+FOLDABLE_NORMS = BATCHNORM_TYPES
 # Layers a BN after them can be folded into: one output channel per BN channel
 FOLD_TARGETS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
                 nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -46,8 +47,8 @@ class FoldReport:
 
 
 def count_batchnorms(model: nn.Module) -> int:
-    """The number of BN layers (any of FOLDABLE_NORMS) in model, each shared instance once."""
-    return sum(isinstance(m, FOLDABLE_NORMS) for m in model.modules())
+    """The number of BN layers (`bnlab.layers.is_batchnorm`) in model, each shared instance once."""
+    return sum(is_batchnorm(m) for m in model.modules())
 
 
 def _out_channels(layer: nn.Module) -> int:
@@ -131,7 +132,7 @@ def fold_batchnorm(model: nn.Module, return_report: bool = False):
         names = list(parent._modules)
         for before, name in zip(names, names[1:]):
             layer, norm = parent._modules[before], parent._modules[name]
-            if not isinstance(norm, FOLDABLE_NORMS) or not isinstance(layer, FOLD_TARGETS):
+            if not is_batchnorm(norm) or not isinstance(layer, FOLD_TARGETS):
                 continue
             full_name = f"{prefix}.{name}" if prefix else name
             layer_name = f"{prefix}.{before}" if prefix else before
@@ -149,6 +150,6 @@ def fold_batchnorm(model: nn.Module, return_report: bool = False):
             parent._modules[name] = nn.Identity().eval()
             report.folded.append(full_name)
     for name, module in folded_model.named_modules():
-        if isinstance(module, FOLDABLE_NORMS) and id(module) not in explained:
+        if is_batchnorm(module) and id(module) not in explained:
             report.left[name] = "does not directly follow a conv or linear layer in an nn.Sequential"
     return (folded_model, report) if return_report else folded_model

@@ -1,5 +1,6 @@
 """`BatchNorm`, a from-scratch ``torch.nn`` module that can stand in for ``torch.nn.BatchNorm1d/2d/3d``,
-and two variants that change how a batch is normalized in training.
+and two variants that change how a batch is normalized in training: modules only, as ``torch.nn``;
+their functional forms live in `bnlab.functional` (and are re-exported here).
 
 Same constructor arguments, parameters, buffers and state_dict keys as torch's modules, so a
 state_dict loads both ways. One class handles (N, C) to (N, C, D, H, W) inputs; ``BatchNorm1d``,
@@ -9,32 +10,44 @@ state_dict loads both ways. One class handles (N, C) to (N, C, D, H, W) inputs; 
 example's training output depends less on the rest of its batch (lesson 08, small batches).
 ``RangeBatchNorm`` (Banner et al. 2018) estimates the scale from the batch's range instead of its
 standard deviation. Both evaluate like BN, y = weight * (x - running_mean) / sqrt(running_var + eps)
-+ bias, and share BN's state_dict keys, so a BN state_dict loads into them.
++ bias, and share BN's state_dict keys, so a BN state_dict loads into them. `is_batchnorm` is the
+course's one test for "a BN layer", torch's or ours.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-
 import torch
 from torch import nn
 
-from .functional import _check_inputs, _shapes, batch_norm
+# the functionals lived here before bnlab.functional held them all; old imports keep working
+from .functional import (RANGE_CORRECTIONS, batch_norm, batch_renorm, check_renorm_limits,
+                         expected_gaussian_range, range_batch_norm, range_correction)
 
 __all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
-           "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d", "batch_renorm",
-           "RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_batch_norm",
+           "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d",
+           "RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d",
+           "is_batchnorm", "BATCHNORM_TYPES",
+           # re-exported from bnlab.functional
+           "batch_norm", "batch_renorm", "range_batch_norm",
            "expected_gaussian_range", "range_correction", "RANGE_CORRECTIONS"]
 
 
 class _RunningStatsNorm(nn.Module):
     """What BatchNorm, BatchRenorm and RangeBatchNorm share with torch's BatchNorm: constructor
     checks, parameters and buffers under the same names and in the same order, reset, input
-    checks, and the loading of state_dicts without num_batches_tracked."""
+    checks, the running-statistics protocol of forward, the repr, and the loading of state_dicts
+    without num_batches_tracked.
+
+    A subclass implements only ``_normalize``, its functional form; forward decides, as torch's
+    BN does, whether batch or running statistics normalize, which buffers may be updated, with
+    what momentum, and advances num_batches_tracked.
+    """
 
     _version = 2
     _valid_dims = (2, 3, 4, 5)
+    # constructor arguments the repr shows after num_features, eps, momentum, affine; a subclass
+    # lists its own (BatchRenorm has no track_running_stats, RangeBatchNorm adds correction)
+    _repr_fields: tuple[str, ...] = ("track_running_stats",)
 
     def __init__(self, num_features: int, eps: float, momentum: float | None, affine: bool,
                  track_running_stats: bool, device, dtype, bias: bool = True):
@@ -96,11 +109,40 @@ class _RunningStatsNorm(nn.Module):
                              f"channels on dim 1, got input of shape {tuple(input.shape)}")
 
     def _momentum_factor(self) -> float:
-        """The weight of this batch in the running averages; the counter is only advanced once the
-        forward pass has succeeded, so a rejected input leaves the module as it was."""
-        if self.momentum is None:  # cumulative average, as torch
+        """The weight of this batch in the running averages: momentum, or with momentum=None the
+        cumulative average's 1 / (t + 1) for the (t + 1)-th batch, t = num_batches_tracked, as torch."""
+        if self.momentum is None:
             return 1.0 / (int(self.num_batches_tracked) + 1)
         return self.momentum
+
+    def _normalize(self, input: torch.Tensor, running_mean, running_var, use_batch_stats: bool,
+                   momentum: float) -> torch.Tensor:
+        """The subclass's functional form: normalize input with batch statistics (updating the
+        running tensors when given) or, with use_batch_stats=False, with the running ones."""
+        raise NotImplementedError
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input(input)
+        # no running buffers means batch statistics in eval too (as torch)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        update = self.training and self.track_running_stats
+        # in training without tracking, the buffers are not touched
+        keep = not self.training or self.track_running_stats
+        out = self._normalize(input, self.running_mean if keep else None, self.running_var if keep else None,
+                              use_batch_stats, self._momentum_factor() if update else 0.0)
+        # only once the forward pass has succeeded (torch counts first): a rejected input, such as
+        # one value per channel, leaves the module as it was
+        if update:
+            self.num_batches_tracked.add_(1)
+        return out
+
+    def extra_repr(self) -> str:
+        fields = [f"{self.num_features}", f"eps={self.eps}", f"momentum={self.momentum}", f"affine={self.affine}"]
+        for name in self._repr_fields:
+            # bias= is the constructor's flag; self.bias is the tensor (or None)
+            value = self.bias is not None if name == "bias" else getattr(self, name)
+            fields.append(f"{name}={value!r}")
+        return ", ".join(fields)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -127,32 +169,18 @@ class BatchNorm(_RunningStatsNorm):
     affine=False: no weight or bias; affine=True, bias=False: a weight (gamma) but no bias (beta).
     """
 
+    # torch >= 2.10's repr, bias included. Older torch has no bias argument and leaves it out, but
+    # ours always has it, and a lesson's printed model must not change with the torch installed.
+    _repr_fields = ("bias", "track_running_stats")
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
                  *, bias: bool = True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_input(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
-        # no running buffers means batch statistics in eval too (as torch)
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        # in training without tracking, do not touch the buffers
-        keep = not self.training or self.track_running_stats
-        return batch_norm(input,
-                          self.running_mean if keep else None,
-                          self.running_var if keep else None,
-                          self.weight, self.bias, use_batch_stats, factor, self.eps)
-
-    def extra_repr(self) -> str:
-        # torch >= 2.10's repr, bias included. Older torch has no bias argument and leaves it out, but
-        # ours always has it, and a lesson's printed model must not change with the torch installed.
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+    def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum):
+        return batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats,
+                          momentum, self.eps)
 
 
 class BatchNorm1d(BatchNorm):
@@ -171,80 +199,6 @@ class BatchNorm3d(BatchNorm):
 
 
 # ----------------------------------------------------------------------------- variants of BN
-def _affine(x_hat: torch.Tensor, weight, bias, shape, dtype) -> torch.Tensor:
-    """weight * x_hat + bias, returned in the input's dtype: with float16/bfloat16 input and
-    float32 parameters (mixed precision) the product is float32, and torch's BN returns float16."""
-    if weight is not None:
-        x_hat = x_hat * weight.view(shape)
-    if bias is not None:
-        x_hat = x_hat + bias.view(shape)
-    return x_hat.to(dtype)
-
-
-def _compute_precision(input: torch.Tensor) -> torch.Tensor:
-    """float16/bfloat16 input in float32: with 11 or 8 bits of mantissa, x - mu of values far from
-    zero keeps few digits, and sums over many values lose more (torch's BN accumulates in float32)."""
-    return input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
-
-
-def _normalize_with_running_stats(input, running_mean, running_var, eps, shape) -> torch.Tensor:
-    """The eval-mode x_hat of both variants, BN's own: (x - running_mean) / sqrt(running_var + eps)."""
-    return (input - running_mean.view(shape)) / torch.sqrt(running_var.view(shape) + eps)
-
-
-def _check_clip_limits(r_max, d_max) -> None:
-    # not (x >= 1) also rejects NaN
-    if isinstance(r_max, bool) or not isinstance(r_max, (int, float)) or not r_max >= 1:
-        raise ValueError(f"r_max must be a number >= 1 (r is clipped to [1/r_max, r_max]), got {r_max!r}")
-    if isinstance(d_max, bool) or not isinstance(d_max, (int, float)) or not d_max >= 0:
-        raise ValueError(f"d_max must be a number >= 0 (d is clipped to [-d_max, d_max]), got {d_max!r}")
-
-
-def batch_renorm(input, running_mean, running_var, weight=None, bias=None, training=False,
-                 momentum=0.1, eps=1e-5, r_max=3.0, d_max=5.0):
-    """Batch renormalization (Ioffe 2017) over dim 1 of ``input``.
-
-    Training, for each channel c over its m values (batch and spatial positions):
-        mu_B = mean x_c,   sigma_B = sqrt(var_B + eps)   (var_B biased, as BN normalizes)
-        sigma = sqrt(running_var + eps)
-        r = clip(sigma_B / sigma, 1/r_max, r_max),   d = clip((mu_B - running_mean) / sigma, -d_max, d_max)
-        x_hat = (x - mu_B) / sigma_B * r + d        r and d are constants in the backward pass
-    then running_mean and running_var are updated in place exactly as batch_norm does, after r and
-    d were computed from the old values. Eval: x_hat = (x - running_mean) / sigma. Then
-    y = weight * x_hat + bias.
-
-    Where r and d are not clipped, x_hat = (x - running_mean) / sigma: the eval output, whatever
-    else is in the batch. r_max=1, d_max=0 gives r=1, d=0, which is batch_norm. Since r and d
-    are constants, dL/dx is r times batch_norm's dL/dx.
-
-    input: (N, C, *spatial); running_mean, running_var: (C,), required; weight, bias: (C,) or None.
-    """
-    _check_inputs(input, running_mean, running_var, weight, bias, training, eps)
-    if running_mean is None:
-        raise ValueError("batch_renorm needs running_mean and running_var: r and d compare the batch "
-                         "statistics with them")
-    _check_clip_limits(r_max, d_max)
-    dims, shape = _shapes(input)
-    x = _compute_precision(input)
-    if not training:
-        return _affine(_normalize_with_running_stats(x, running_mean, running_var, eps, shape),
-                       weight, bias, shape, input.dtype)
-    m = x.numel() // x.shape[1]
-    mean = x.mean(dims)
-    centred = x - mean.view(shape)
-    var = (centred * centred).mean(dims)
-    sigma_batch = torch.sqrt(var + eps)
-    with torch.no_grad():
-        sigma_running = torch.sqrt(running_var + eps)
-        r = (sigma_batch / sigma_running).clamp(1.0 / r_max, r_max).to(x.dtype)
-        d = ((mean - running_mean) / sigma_running).clamp(-d_max, d_max).to(x.dtype)
-        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-        # unbiased variance for the running estimate, as torch does
-        running_var.mul_(1 - momentum).add_(var.to(running_var.dtype) * (m / (m - 1)), alpha=momentum)
-    x_hat = centred * (r / sigma_batch).view(shape) + d.view(shape)
-    return _affine(x_hat, weight, bias, shape, input.dtype)
-
-
 class BatchRenorm(_RunningStatsNorm):
     """Batch renormalization (Ioffe 2017) over dim 1 (features or channels) of a 2-D to 5-D input.
 
@@ -263,10 +217,12 @@ class BatchRenorm(_RunningStatsNorm):
     loads into it and back.
     """
 
+    _repr_fields = ("r_max", "d_max", "warmup_steps")
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, r_max: float = 3.0, d_max: float = 5.0, warmup_steps: int = 0,
                  device=None, dtype=None):
-        _check_clip_limits(r_max, d_max)
+        check_renorm_limits(r_max, d_max)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
         super().__init__(num_features, eps, momentum, affine, True, device, dtype)
@@ -274,21 +230,11 @@ class BatchRenorm(_RunningStatsNorm):
         self.d_max = d_max
         self.warmup_steps = warmup_steps
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_input(input)
-        if not self.training:
-            return batch_renorm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                                False, 0.0, self.eps, self.r_max, self.d_max)
-        warming_up = int(self.num_batches_tracked) < self.warmup_steps
+    def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum):
+        warming_up = use_batch_stats and int(self.num_batches_tracked) < self.warmup_steps
         r_max, d_max = (1.0, 0.0) if warming_up else (self.r_max, self.d_max)
-        out = batch_renorm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                           True, self._momentum_factor(), self.eps, r_max, d_max)
-        self.num_batches_tracked.add_(1)
-        return out
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"r_max={self.r_max}, d_max={self.d_max}, warmup_steps={self.warmup_steps}")
+        return batch_renorm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats,
+                            momentum, self.eps, r_max, d_max)
 
 
 class BatchRenorm1d(BatchRenorm):
@@ -299,85 +245,6 @@ class BatchRenorm1d(BatchRenorm):
 class BatchRenorm2d(BatchRenorm):
     """BatchRenorm for (N, C, H, W) input."""
     _valid_dims = (4,)
-
-
-RANGE_CORRECTIONS = ("gaussian", "paper")
-
-
-@functools.lru_cache(maxsize=256)
-def expected_gaussian_range(n: int) -> float:
-    """E[max - min] of n independent standard normal values (d2(n) in quality-control tables).
-
-        d2(n) = integral over x of 1 - Phi(x)^n - (1 - Phi(x))^n
-              = 2 * integral_0^inf of 1 - Phi(x)^n - Phi(-x)^n      (symmetric in x)
-
-    d2(2) = 2/sqrt(pi) = 1.128, d2(3) = 3/sqrt(pi), d2(10) = 3.078; it grows like 2 sqrt(2 ln n).
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    if n == 1:
-        return 0.0  # exactly, rather than the integral's rounding error
-    # the integrand is smooth and even, so the trapezoid rule converges fast: 4001 points give
-    # 2/sqrt(pi) to 1e-15; the upper end lies 8 beyond where the maximum of n values sits
-    top = math.sqrt(2 * math.log(max(n, 2))) + 8.0
-    x = torch.linspace(0.0, top, 4001, dtype=torch.float64)
-    # 1 - Phi^n as -expm1(n log Phi): stays accurate where Phi^n is within rounding of 1
-    integrand = -torch.expm1(n * torch.special.log_ndtr(x)) - torch.exp(n * torch.special.log_ndtr(-x))
-    return 2.0 * float(torch.trapezoid(integrand, x))
-
-
-def range_correction(n: int, correction: str = "gaussian") -> float:
-    """C(n) in RangeBatchNorm's scale s = C(n) * range, for a channel with n values.
-
-    'gaussian': C(n) = 1 / expected_gaussian_range(n), so that E[s] = sigma for Gaussian data.
-    'paper':    C(n) = 1 / sqrt(2 ln n), Banner et al.'s constant. For Gaussian data E[s] is
-                0.96 sigma at n=2 but 1.43 sigma at n=10, 1.65 at 100, 1.80 at 10^4: s tends to
-                2 sigma, since E[max] ~ sqrt(2 ln n) sigma and the range spans both tails.
-    """
-    if correction not in RANGE_CORRECTIONS:
-        raise ValueError(f"correction must be one of {RANGE_CORRECTIONS}, got {correction!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"the range of a channel needs n >= 2 values, got n={n!r}")
-    if correction == "paper":
-        return 1.0 / math.sqrt(2.0 * math.log(n))
-    return 1.0 / expected_gaussian_range(n)
-
-
-def range_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-                     momentum=0.1, eps=1e-5, correction="gaussian"):
-    """Range batch normalization (Banner, Hubara, Hoffer & Soudry 2018) over dim 1 of ``input``.
-
-    Training, for each channel c over its n values (batch and spatial positions):
-        mu = mean x_c,   range = max(x_c - mu) - min(x_c - mu),   s = C(n) * range
-        x_hat = (x - mu) / sqrt(s^2 + eps)
-        running_mean <- (1 - momentum) * running_mean + momentum * mu
-        running_var  <- (1 - momentum) * running_var  + momentum * s^2     (in place, when given)
-    Eval (or training without running tensors: batch statistics): x_hat = (x - running_mean) /
-    sqrt(running_var + eps). Then y = weight * x_hat + bias. C(n) is range_correction(n, correction).
-    Gradients flow through mu, max and min by autograd (to the arg-max and arg-min values).
-
-    input: (N, C, *spatial); running_mean, running_var, weight, bias: (C,) or None.
-    """
-    _check_inputs(input, running_mean, running_var, weight, bias, training, eps)
-    if correction not in RANGE_CORRECTIONS:
-        raise ValueError(f"correction must be one of {RANGE_CORRECTIONS}, got {correction!r}")
-    dims, shape = _shapes(input)
-    x = _compute_precision(input)
-    if not training:
-        return _affine(_normalize_with_running_stats(x, running_mean, running_var, eps, shape),
-                       weight, bias, shape, input.dtype)
-    n = x.numel() // x.shape[1]
-    mean = x.mean(dims)
-    centred = x - mean.view(shape)
-    scale = range_correction(n, correction) * (centred.amax(dims) - centred.amin(dims))
-    scale_sq = scale * scale
-    if running_mean is not None:
-        with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-            running_var.mul_(1 - momentum).add_(scale_sq.to(running_var.dtype), alpha=momentum)
-    # eps inside the square root, as BN's sqrt(var + eps): s^2 plays the part of var
-    x_hat = centred / torch.sqrt(scale_sq + eps).view(shape)
-    return _affine(x_hat, weight, bias, shape, input.dtype)
 
 
 class RangeBatchNorm(_RunningStatsNorm):
@@ -405,6 +272,8 @@ class RangeBatchNorm(_RunningStatsNorm):
     Gaussian C(2), +-0.589 with the paper's (BN gives +-1). As with BN, only the sign is left.
     """
 
+    _repr_fields = _RunningStatsNorm._repr_fields + ("correction",)
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
                  *, correction: str = "gaussian"):
@@ -413,23 +282,9 @@ class RangeBatchNorm(_RunningStatsNorm):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.correction = correction
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_input(input)
-        # no running buffers means batch statistics in eval too (as torch's BN)
-        use_batch_stats = self.training or self.running_mean is None
-        update = self.training and self.track_running_stats
-        out = range_batch_norm(input,
-                               self.running_mean if update or not use_batch_stats else None,
-                               self.running_var if update or not use_batch_stats else None,
-                               self.weight, self.bias, use_batch_stats,
-                               self._momentum_factor() if update else 0.0, self.eps, self.correction)
-        if update:
-            self.num_batches_tracked.add_(1)
-        return out
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}, correction={self.correction!r}")
+    def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum):
+        return range_batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats,
+                                momentum, self.eps, self.correction)
 
 
 class RangeBatchNorm1d(RangeBatchNorm):
@@ -440,3 +295,17 @@ class RangeBatchNorm1d(RangeBatchNorm):
 class RangeBatchNorm2d(RangeBatchNorm):
     """RangeBatchNorm for (N, C, H, W) input."""
     _valid_dims = (4,)
+
+
+# Layers whose eval mode is y = weight * (x - running_mean) / sqrt(running_var + eps) + bias:
+# torch's BatchNorm1d/2d/3d and SyncBatchNorm, and every module built on _RunningStatsNorm
+BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm, _RunningStatsNorm)
+
+
+def is_batchnorm(module: nn.Module) -> bool:
+    """True for a batch-normalization layer: torch's BatchNorm1d/2d/3d and SyncBatchNorm (any
+    subclass of torch's _BatchNorm) and bnlab's BatchNorm*, BatchRenorm*, RangeBatchNorm* (any
+    subclass of their shared base), with or without running statistics. False for everything else,
+    InstanceNorm, GroupNorm and LayerNorm included: they normalize each example on its own.
+    """
+    return isinstance(module, BATCHNORM_TYPES)

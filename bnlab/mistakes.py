@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import BatchNorm
+from .layers import is_batchnorm
 
 __all__ = [
     "additive_affine",
@@ -108,14 +108,16 @@ class Seed003BatchNormalization(nn.Module):
 def predict_with_test_batch_statistics(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Seed 000: "at test time, compute the mean and variance from the test samples".
 
-    Runs ``model`` on x with every BatchNorm layer normalizing with the statistics of x itself, as
-    that article's test-time formulas do. The prediction for one sample then depends on which other
-    samples share its batch, and a batch of one sample (or of one class) gives nonsense. The model
-    is deep-copied, so its running statistics are left untouched. Correct: model.eval().
+    Runs ``model`` on x with every BN layer (any kind `bnlab.layers.is_batchnorm` knows: torch's,
+    bnlab's BatchNorm, BatchRenorm, RangeBatchNorm) in training mode, normalizing with the
+    statistics of x itself, as that article's test-time formulas do. The prediction for one sample
+    then depends on which other samples share its batch, and a batch of one sample (or of one
+    class) gives nonsense. The model is deep-copied, so its running statistics are left untouched.
+    Correct: model.eval().
     """
     probe = copy.deepcopy(model).eval()
     for module in probe.modules():
-        if isinstance(module, (nn.modules.batchnorm._BatchNorm, BatchNorm)):
+        if is_batchnorm(module):
             module.train()
     with torch.no_grad():
         return probe(x)

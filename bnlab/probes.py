@@ -17,22 +17,19 @@ and only these few numbers are copied to the CPU. Memory grows with layers x rec
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+# the statistics themselves live in bnlab.stats; the names probes exported stay importable here
+from .stats import DEFAULT_PERCENTILES, NUMPY_OPS, SATURATION, TORCH_OPS, grad_data_ratio, median_drift, norms
+
 __all__ = ["Probe", "Recording", "LayerRecord", "ParamRecord", "activation_layers", "median_drift",
            "SATURATION", "DEFAULT_PERCENTILES"]
 
-DEFAULT_PERCENTILES = (15.0, 50.0, 85.0)
 ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus)
-# A unit is saturated where its derivative is below this fraction of the derivative's maximum:
-# sigmoid' = y(1 - y) < 0.1 * 1/4 (y < 0.026 or y > 0.974); tanh' = 1 - y^2 < 0.1 (|y| > 0.949).
-SATURATION = 0.1
-MAX_QUANTILE_ELEMENTS = 1 << 20  # torch.quantile sorts; beyond this, percentiles use an even subsample
 
 
 def activation_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -317,7 +314,7 @@ class Probe:
     def _grad_data_ratio(self) -> torch.Tensor:
         params = list(self.parameters.values())
         grads = [p.grad if p.grad is not None else torch.full_like(p, float("nan")) for p in params]
-        return _ratio(torch.stack(_norms(grads)), torch.stack(_norms(params)))
+        return grad_data_ratio(torch.stack(norms(grads)), torch.stack(norms(params)))
 
     def end_step(self) -> None:
         """Close the current step: hand its captured tensors to the statistics, count the step."""
@@ -336,7 +333,7 @@ class Probe:
         for name, (x, _, module) in activations.items():
             groups.setdefault((tuple(x.shape), x.device, _kind(module)), []).append(name)
         for (shape, device, kind), names in groups.items():
-            ops = _TORCH if device.type != "cpu" or self._force_torch else _NUMPY
+            ops = TORCH_OPS if device.type != "cpu" or self._force_torch else NUMPY_OPS
             x = ops.stack([activations[n][0] for n in names])            # (G, N, ...)
             flat = x.reshape(len(names), -1)
             lo, hi = (ops.column([self.ranges[n][i] for n in names], flat) for i in (0, 1))
@@ -356,7 +353,7 @@ class Probe:
             grad_groups.setdefault((tuple(g.shape), g.device), []).append(name)
         lo, hi = self.grad_log_range
         for (_, device), names in grad_groups.items():
-            ops = _TORCH if device.type != "cpu" or self._force_torch else _NUMPY
+            ops = TORCH_OPS if device.type != "cpu" or self._force_torch else NUMPY_OPS
             flat = ops.stack([grads[n] for n in names]).reshape(len(names), -1)
             parts = [ops.norm(flat), ops.mean_std(flat)[1], ops.log_histogram(flat, lo, hi, self.grad_bins)]
             values = ops.to_numpy(ops.concat(parts))
@@ -373,8 +370,8 @@ class Probe:
         else:
             after = [p.detach() for p in self.parameters.values()]
             grad_data = self._grad_data
-            update_data = _ratio(torch.stack(_norms(torch._foreach_sub(after, self._before))),
-                                 torch.stack(_norms(self._before)))
+            update_data = grad_data_ratio(torch.stack(norms(torch._foreach_sub(after, self._before))),
+                                          torch.stack(norms(self._before)))
         return torch.stack([grad_data, update_data], dim=1).cpu().numpy()
 
     def _write(self, step: int, values: list[tuple[str, str, np.ndarray]], params: np.ndarray | None) -> None:
@@ -394,151 +391,3 @@ def _kind(module: nn.Module) -> str | None:
         if isinstance(module, types):
             return kind
     return None
-
-
-def _ratio(numerator: torch.Tensor, data_norm: torch.Tensor) -> torch.Tensor:
-    """numerator / ||theta||, NaN where ||theta|| = 0 (a zero-initialized bias has no scale yet)."""
-    return torch.where(data_norm > 0, numerator / data_norm.clamp_min(1e-38), torch.full_like(data_norm, float("nan")))
-
-
-def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    # one fused call instead of a norm per parameter: at k=1 the probe's cost is mostly call overhead
-    return [n.float() for n in torch._foreach_norm(tensors)]
-
-
-class _NumpyOps:
-    """Batched statistics of G rows at once, for tensors on the CPU.
-
-    NumPy rather than torch here: np.partition finds percentiles 5-10x faster than torch.sort on
-    the CPU, and at k=1 the probe must cost little next to a small net's training step.
-    """
-
-    stack = staticmethod(lambda tensors: np.stack([t.numpy() for t in tensors]).astype(np.float32, copy=False))
-    concat = staticmethod(lambda parts: np.concatenate([np.asarray(p, np.float32).reshape(len(p), -1) for p in parts], 1))
-    to_numpy = staticmethod(lambda a: a)
-    column = staticmethod(lambda values, like: np.asarray(values, np.float32)[:, None])
-    norm = staticmethod(lambda a: np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64)))
-
-    @staticmethod
-    def mean_std(a):
-        return a.mean(1, dtype=np.float64), a.std(1, dtype=np.float64)
-
-    @staticmethod
-    def percentiles(a, q: torch.Tensor):
-        """Linear-interpolation percentiles along the last axis (what np.percentile computes), (..., P)."""
-        n = a.shape[-1]
-        position = q.numpy().astype(np.float64) * (n - 1)
-        below = np.floor(position).astype(np.int64)
-        kth = np.unique(below)
-        part = np.partition(a, kth, axis=-1)
-        low = part[..., below]
-        # the next order statistic after kth[i] is the smallest value between kth[i] and kth[i + 1]:
-        # a slice minimum instead of a second partition
-        ends = dict(zip(kth.tolist(), [*kth[1:].tolist(), n]))
-        high = np.stack([part[..., b + 1:ends[b] + (ends[b] == b + 1)].min(-1) if b + 1 < n else part[..., b]
-                         for b in below.tolist()], axis=-1)
-        return low + (high - low) * (position - below)
-
-    @staticmethod
-    def histogram(a, lo, hi, bins: int):
-        """Fraction of each row's values per bin of linspace(lo, hi, bins + 1); values outside count in
-        the end bins; NaN counts nowhere (a row of a diverged net sums to less than 1)."""
-        scaled = (a - lo) * (bins / (hi - lo))
-        np.clip(scaled, 0, bins - 1, out=scaled)  # before the cast: huge values cannot wrap around
-        index = np.where(np.isnan(scaled), len(a) * bins, scaled.astype(np.int64) + np.arange(len(a))[:, None] * bins)
-        counts = np.bincount(index.ravel(), minlength=len(a) * bins + 1)[:len(a) * bins]
-        return counts.reshape(len(a), bins) / a.shape[1]
-
-    @classmethod
-    def log_histogram(cls, a, lo, hi, bins: int):
-        with np.errstate(divide="ignore"):
-            return cls.histogram(np.log10(np.abs(a)).clip(lo, hi), lo, hi, bins)
-
-    @staticmethod
-    def saturated_dead(y, kind, groups: int, device=None):
-        nan = np.full(groups, np.nan)
-        if kind is None:
-            return nan, nan
-        y = y.reshape(groups, -1) if kind != "relu" else y.reshape(groups, y.shape[1], -1)
-        if kind == "sigmoid":
-            return (y * (1 - y) < SATURATION * 0.25).mean(1), nan
-        if kind == "tanh":
-            return (1 - y * y < SATURATION).mean(1), nan
-        return nan, 1 - (y > 0).any(1).mean(1)
-
-    @staticmethod
-    def units_first(x, units: int):
-        g, n, c = x.shape[:3]
-        return np.moveaxis(x.reshape(g, n, c, -1)[:, :, :units], 2, 1).reshape(g, units, -1)
-
-
-class _TorchOps:
-    """The same statistics with torch ops, for tensors on a GPU (results stay there until one copy)."""
-
-    stack = staticmethod(lambda tensors: torch.stack(tensors).float())
-    concat = staticmethod(lambda parts: torch.cat([p.float().reshape(len(p), -1) for p in parts], 1))
-    to_numpy = staticmethod(lambda t: t.cpu().numpy())
-    column = staticmethod(lambda values, like: torch.tensor(values, dtype=torch.float32, device=like.device)[:, None])
-    norm = staticmethod(lambda a: torch.linalg.vector_norm(a, dim=1))
-
-    @staticmethod
-    def mean_std(a):
-        var, mean = torch.var_mean(a, dim=1, correction=0)
-        return mean, var.sqrt()
-
-    @staticmethod
-    def percentiles(a, q: torch.Tensor):
-        if a.shape[-1] > MAX_QUANTILE_ELEMENTS:  # torch.quantile refuses larger inputs
-            a = a[..., ::math.ceil(a.shape[-1] / MAX_QUANTILE_ELEMENTS)]
-        return torch.quantile(a, q.to(a.device), dim=-1).movedim(0, -1)
-
-    @staticmethod
-    def histogram(a, lo, hi, bins: int):
-        scaled = ((a - lo) * (bins / (hi - lo))).clamp(0, bins - 1)  # clamp before the cast, as in NumPy
-        index = scaled.long() + torch.arange(len(a), device=a.device)[:, None] * bins
-        index = torch.where(scaled.isnan(), len(a) * bins, index)
-        counts = torch.bincount(index.reshape(-1), minlength=len(a) * bins + 1)[:len(a) * bins]
-        return counts.reshape(len(a), bins) / a.shape[1]
-
-    @classmethod
-    def log_histogram(cls, a, lo, hi, bins: int):
-        return cls.histogram(torch.log10(a.abs()).clamp(lo, hi), lo, hi, bins)
-
-    @staticmethod
-    def saturated_dead(y, kind, groups: int, device=None):
-        nan = torch.full((groups,), float("nan"), device=device)
-        if kind is None:
-            return nan, nan
-        if kind == "sigmoid":
-            return (y * (1 - y) < SATURATION * 0.25).reshape(groups, -1).float().mean(1), nan
-        if kind == "tanh":
-            return (1 - y * y < SATURATION).reshape(groups, -1).float().mean(1), nan
-        return nan, 1 - (y.reshape(groups, y.shape[1], -1) > 0).any(1).float().mean(1)
-
-    @staticmethod
-    def units_first(x, units: int):
-        g, n, c = x.shape[:3]
-        return x.reshape(g, n, c, -1)[:, :, :units].movedim(2, 1).reshape(g, units, -1)
-
-
-_NUMPY, _TORCH = _NumpyOps(), _TorchOps()
-
-
-def median_drift(unit_percentiles: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-                 low: float = 15.0, high: float = 85.0) -> float:
-    """How far a layer's distribution wanders during training, in units of its own spread.
-
-    Per unit u: (max_t m_u(t) - min_t m_u(t)) / mean_t (p85_u(t) - p15_u(t)), with m the median;
-    averaged over units. unit_percentiles: (records, units, P) as a probe records them. Dividing by
-    the band width makes the measure blind to a plain rescaling (BN's gamma grows during training).
-    """
-    percentiles = [float(p) for p in percentiles]
-    for q in (low, 50.0, high):
-        if q not in percentiles:
-            raise ValueError(f"median_drift needs percentile {q}; recorded: {percentiles}")
-    values = np.asarray(unit_percentiles, dtype=np.float64)
-    if values.ndim != 3 or values.shape[2] != len(percentiles) or len(values) < 2:
-        raise ValueError(f"unit_percentiles must be (records >= 2, units, {len(percentiles)}), got {values.shape}")
-    median = values[:, :, percentiles.index(50.0)]
-    width = values[:, :, percentiles.index(high)] - values[:, :, percentiles.index(low)]
-    return float(np.mean((median.max(0) - median.min(0)) / width.mean(0)))

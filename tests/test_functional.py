@@ -285,3 +285,68 @@ def test_mismatched_dtypes_are_refused_by_name():
     # float32 parameters with bfloat16 input is allowed (mixed precision), as in torch
     out = bnlab.batch_norm(torch.randn(4, 3).bfloat16(), None, None, torch.ones(3), torch.zeros(3), training=True)
     assert out.shape == (4, 3)
+
+
+# ----------------------------------------------------------------------------- the plain formula
+@pytest.mark.parametrize("shape", [(6, 3), (4, 2, 5), (3, 4, 2, 3), (2, 3, 2, 2, 3)])
+@pytest.mark.parametrize("affine", [(True, True), (False, False), (True, False)], ids=["affine", "none", "weight"])
+def test_plain_formula_equals_the_fast_kernel(shape, affine):
+    """batch_norm_plain (autograd's backward) and batch_norm (the closed-form backward): the same
+    outputs and gradients of input, weight and bias, float64, to 1e-10."""
+    x = random_bn_input(shape, torch.float64, seed=sum(shape))
+    w, b = _affine(shape[1], torch.float64, 3, *affine)
+    grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain = _forward_backward(lambda x, rm, rv, w, b, training, momentum, eps: bnlab.batch_norm_plain(x, w, b, eps),
+                              x, w, b, None, None, True, 0.1, grad_out)
+    fast = _forward_backward(bnlab.batch_norm, x, w, b, None, None, True, 0.1, grad_out)
+    for name, p, f in zip(Runs.NAMES, plain, fast):
+        if p is None or f is None:
+            assert p is None and f is None, name
+        else:
+            assert_close(p, f, torch.float64, name)
+
+
+def test_plain_formula_is_the_definition():
+    """On a hand-computable channel: values 1, 2, 3, 6 have mu = 3 and var = (4 + 1 + 0 + 9) / 4 = 3.5."""
+    x = torch.tensor([[1.0], [2.0], [3.0], [6.0]], dtype=torch.float64)
+    out = bnlab.batch_norm_plain(x, torch.tensor([2.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64),
+                                 eps=0.5)
+    expected = 2.0 * (x - 3.0) / 2.0 + 1.0  # sqrt(3.5 + 0.5) = 2
+    assert_close(out, expected, torch.float64, "output")
+
+
+def test_plain_formula_rejects_bad_input_by_name():
+    with pytest.raises(ValueError, match="weight has shape"):
+        bnlab.batch_norm_plain(torch.randn(4, 3), torch.ones(2))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bnlab.batch_norm_plain(torch.randn(1, 3))
+
+
+# ----------------------------------------------------------------------------- public helpers
+def test_reduction_shapes_reduce_all_but_the_channel_dim():
+    from bnlab.functional import reduction_shapes
+    assert reduction_shapes(torch.zeros(2, 3)) == ([0], (1, 3))
+    assert reduction_shapes(torch.zeros(2, 3, 4, 5)) == ([0, 2, 3], (1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("count", [None, 5])
+def test_update_running_stats_is_the_exponential_average(count):
+    """running <- (1 - momentum) running + momentum * batch, with var * m / (m - 1) when count=m."""
+    from bnlab.functional import update_running_stats_
+    rm, rv = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([4.0, 1.0], dtype=torch.float64)
+    mean, var = torch.tensor([3.0, -2.0], dtype=torch.float64), torch.tensor([2.0, 0.5], dtype=torch.float64)
+    update_running_stats_(rm, rv, mean, var, 0.25, count=count)
+    factor = 1.0 if count is None else 5 / 4
+    assert_close(rm, torch.tensor([0.75 * 1 + 0.25 * 3, 0.75 * 2 - 0.25 * 2], dtype=torch.float64), torch.float64)
+    assert_close(rv, torch.tensor([0.75 * 4 + 0.25 * 2 * factor, 0.75 + 0.25 * 0.5 * factor], dtype=torch.float64),
+                 torch.float64)
+
+
+def test_functionals_are_importable_from_their_old_homes():
+    """bnlab.functional holds them; bnlab.layers and bnlab re-export them for old imports."""
+    from bnlab import functional, layers
+    for name in ("batch_norm", "batch_renorm", "range_batch_norm", "expected_gaussian_range", "range_correction"):
+        assert getattr(layers, name) is getattr(functional, name), name
+        assert name in functional.__all__
+    for name in ("batch_norm", "batch_norm_plain", "batch_renorm", "range_batch_norm"):
+        assert getattr(bnlab, name) is getattr(functional, name), name

@@ -177,8 +177,16 @@ def _test_batch(n=10, seed=1):
     return torch.randn(n, 4, generator=g, dtype=torch.float64) * 2 + 1.5
 
 
-BN_CLASSES = [nn.BatchNorm1d, bnlab.BatchNorm1d]
-BN_IDS = ["torch", "bnlab"]
+def _tight_renorm(num_features):
+    """BatchRenorm whose r and d are clipped on the shifted test batch. With the default limits
+    (3, 5) they are not, and renorm's training output is then its eval output: the correction
+    towards the running statistics is exactly what the mistake undoes only where clipping bites."""
+    return bnlab.BatchRenorm1d(num_features, r_max=1.2, d_max=0.2)
+
+
+# every kind of BN layer: the mistake must happen for each (it once silently skipped renorm and range BN)
+BN_CLASSES = [nn.BatchNorm1d, bnlab.BatchNorm1d, _tight_renorm, bnlab.RangeBatchNorm1d]
+BN_IDS = ["torch", "bnlab", "renorm", "range"]
 
 
 @pytest.mark.parametrize("bn_cls", BN_CLASSES, ids=BN_IDS)
@@ -191,10 +199,17 @@ def test_test_batch_statistics_differ_from_eval(bn_cls):
     lin1, bn, _, lin2 = model
     with torch.no_grad():
         h = lin1(x)
-        h_hat = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + bn.eps)
+        centred = h - h.mean(0)
+        if isinstance(bn, bnlab.RangeBatchNorm):
+            # s = range / E[range of 10 standard normal values]; d2(10) = 3.0775 from QC tables
+            scale_sq = ((centred.amax(0) - centred.amin(0)) / 3.0775) ** 2
+        else:
+            scale_sq = h.var(0, unbiased=False)
+        h_hat = centred / torch.sqrt(scale_sq + bn.eps)
         by_hand = lin2(torch.relu(h_hat * bn.weight + bn.bias))
         evaluated = copy.deepcopy(model).eval()(x)
-    assert torch.allclose(pred, by_hand, atol=1e-10, rtol=0)
+    if not isinstance(bn, bnlab.BatchRenorm):  # its r and d correction has no simple by-hand form
+        assert torch.allclose(pred, by_hand, atol=1e-3 if isinstance(bn, bnlab.RangeBatchNorm) else 1e-10, rtol=0)
     assert (pred - evaluated).abs().max() > 1e-2
 
 

@@ -168,3 +168,67 @@ def test_init_refuses_a_bool():
     """True is an int to Python; as an init it is a mistake, not a std of 1."""
     with pytest.raises(ValueError, match="init"):
         mlp(4, (3,), 2, init=True)
+
+
+def test_freeze_batchnorm_uses_the_one_definition_of_a_bn_layer():
+    """InstanceNorm with track_running_stats has BN's buffers but normalizes each example on its
+    own: not a BN layer, not frozen (the old duck-typed rule froze it)."""
+    from bnlab.train import freeze_batchnorm
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.InstanceNorm2d(4, track_running_stats=True),
+                                BatchNorm1d(4)).train()
+    assert freeze_batchnorm(model) == 1
+    assert model[1].training and not model[2].training
+
+
+# ----------------------------------------------------------------------------- TrainConfig, make_optimizer
+@pytest.mark.parametrize("name,value", [
+    ("steps", 0), ("steps", 2.5), ("steps", True), ("batch_size", 0), ("eval_every", -1), ("seed", "0"),
+    ("lr", 0.0), ("lr", -0.1), ("lr", float("nan")), ("optimizer", "rmsprop"), ("momentum", 1.0),
+    ("momentum", -0.1), ("momentum", None), ("weight_decay", -1e-4), ("probe", [("every", 3)]),
+    ("on_eval", "snapshot"),
+])
+def test_a_bad_config_value_is_named(name, value):
+    from bnlab.train import TrainConfig
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**{name: value})
+
+
+def test_probe_batch_is_checked_with_its_probe():
+    from bnlab.train import TrainConfig
+    with pytest.raises(ValueError, match="probe_batch needs a probe"):
+        TrainConfig(probe_batch=10)
+    with pytest.raises(ValueError, match="probe_batch must be"):
+        TrainConfig(probe=dict(every=2), probe_batch=0)
+    assert TrainConfig(probe=dict(every=2), probe_batch=4).probe_batch == 4
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=-1.0), dict(eval_every=0), dict(optimizer="lbfgs")])
+def test_the_trainers_reject_a_bad_value_by_name(kwargs):
+    data = gaussian_blobs(n_per_class=10, seed=0)
+    net = mlp(data.num_features, (4,), data.num_classes, norm=None)
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=name):
+        train_classifier(net, data, steps=2, device="cpu", progress=False, **kwargs)
+
+
+def test_make_optimizer_builds_what_it_is_asked_for():
+    from bnlab.train import make_optimizer
+    params = [torch.nn.Parameter(torch.ones(2))]
+    sgd = make_optimizer("sgd", params, lr=0.5, momentum=0.9, weight_decay=0.01)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert (sgd.defaults["lr"], sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == (0.5, 0.9, 0.01)
+    assert isinstance(make_optimizer("adam", params, lr=1e-3), torch.optim.Adam)
+    with pytest.raises(ValueError, match="optimizer must be one of.*'rmsprop'"):
+        make_optimizer("rmsprop", params, lr=0.1)
+    with pytest.raises(ValueError, match="momentum is SGD's"):
+        make_optimizer("adam", params, lr=0.1, momentum=0.9)
+
+
+def test_weight_decay_shrinks_the_weights():
+    """One SGD step on a zero loss with weight decay lambda: theta <- (1 - lr * lambda) theta."""
+    from bnlab.train import make_optimizer
+    theta = torch.nn.Parameter(torch.tensor([2.0, -4.0]))
+    opt = make_optimizer("sgd", [theta], lr=0.5, weight_decay=0.1)
+    (theta * 0).sum().backward()
+    opt.step()
+    assert torch.allclose(theta.detach(), torch.tensor([2.0, -4.0]) * 0.95)
