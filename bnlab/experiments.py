@@ -16,11 +16,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Split, digits, shapes, vary_scans
-from .layers import BatchRenorm
+from .layers import BatchRenorm, is_batchnorm
 from .models import _linear_block, conv_net, encoder_decoder, initialize, mlp
 from .probes import activation_layers
 from .train import History, train_classifier, train_segmenter
-from .train import _is_batchnorm as is_batchnorm
 
 __all__ = ["FIG1", "ioffe_fig1", "nonlinearity_inputs", "bn_gradient_growth", "residual_mlp", "ResidualBlock",
            "weight_gradient_alignment", "deep_mlp", "weight_grad_norms", "growth_factor", "BN_RELU_GROWTH",

@@ -26,7 +26,7 @@ from .probes import Probe, Recording
 from .runtime import pick_device
 
 __all__ = ["History", "TrainConfig", "OPTIMIZERS", "make_optimizer", "train_classifier", "train_segmenter",
-           "segmentation_scores", "mask_scores", "iou", "freeze_batchnorm", "accuracy", "batched_accuracy"]
+           "segmentation_scores", "mask_scores", "iou", "freeze_batchnorm", "recompute_batchnorm_statistics", "accuracy", "batched_accuracy"]
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -212,6 +212,37 @@ def freeze_batchnorm(model: nn.Module) -> int:
             module.eval()
             frozen += 1
     return frozen
+
+
+def recompute_batchnorm_statistics(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> int:
+    """Replace the running statistics of every BN layer of model by averages over x.
+
+    Each BN layer is reset (running_mean 0, running_var 1) and set to momentum=None, the cumulative
+    average; x then passes through the model in training mode, in batches of batch_size, under
+    no_grad, so that running_mean becomes the mean of the batch means over x (and running_var that of
+    the unbiased batch variances). Weights are not touched; each layer's momentum and the model's
+    mode are restored. Returns the number of BN layers recomputed.
+    """
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (BN needs two values per channel in training), got {batch_size}")
+    if len(x) < batch_size:
+        raise ValueError(f"x has {len(x)} examples, fewer than one batch of {batch_size}")
+    layers = [m for m in model.modules() if is_batchnorm(m) and m.running_mean is not None]
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    device = next(model.parameters()).device
+    for module in layers:
+        module.reset_running_stats()
+        module.momentum = None
+    model.train()
+    with torch.no_grad():
+        # only full batches: a short last batch would count as much as a full one in the average
+        for start in range(0, len(x) - batch_size + 1, batch_size):
+            model(x[start:start + batch_size].to(device))
+    for module, momentum in zip(layers, momenta):
+        module.momentum = momentum
+    model.train(was_training)
+    return len(layers)
 
 
 def _train_mode(model: nn.Module, freeze_bn: bool) -> None:

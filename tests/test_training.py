@@ -232,3 +232,39 @@ def test_weight_decay_shrinks_the_weights():
     (theta * 0).sum().backward()
     opt.step()
     assert torch.allclose(theta.detach(), torch.tensor([2.0, -4.0]) * 0.95)
+
+
+# ----------------------------------------------------------------------------- recompute_batchnorm_statistics
+from bnlab.train import recompute_batchnorm_statistics  # noqa: E402
+
+
+@pytest.mark.parametrize("norm", ["bn", "torch_bn", "brn", "rbn"])
+def test_recompute_sets_running_stats_to_the_average_of_batch_statistics(norm):
+    torch.manual_seed(0)
+    model = mlp(5, (7,), 3, norm=norm)
+    x = 4.0 + 3.0 * torch.randn(96, 5)
+    layer = model[1]
+    layer.momentum = 0.3
+    model.eval()
+    assert recompute_batchnorm_statistics(model, x, batch_size=32) == 1
+    with torch.no_grad():
+        z = model[0](x)
+    batches = z.split(32)
+    expected_mean = torch.stack([b.mean(0) for b in batches]).mean(0)
+    expected_var = torch.stack([b.var(0, unbiased=True) for b in batches]).mean(0)
+    torch.testing.assert_close(layer.running_mean, expected_mean, rtol=1e-5, atol=1e-5)
+    if norm != "rbn":   # Range BN's running_var averages its range-based scale^2, not the variance
+        torch.testing.assert_close(layer.running_var, expected_var, rtol=1e-5, atol=1e-5)
+    assert layer.momentum == 0.3 and not model.training
+
+
+def test_recompute_leaves_weights_alone_and_rejects_bad_batches():
+    torch.manual_seed(0)
+    model = mlp(5, (7,), 3, norm="bn")
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    recompute_batchnorm_statistics(model, torch.randn(40, 5), batch_size=8)
+    assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in weights.items())
+    with pytest.raises(ValueError, match="batch_size"):
+        recompute_batchnorm_statistics(model, torch.randn(40, 5), batch_size=1)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        recompute_batchnorm_statistics(model, torch.randn(4, 5), batch_size=8)
