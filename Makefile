@@ -31,12 +31,14 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # Holds the torch arguments it was set up with; newer than pyproject.toml when set up for it.
 STAMP := $(VENV)/.bnlab-installed
 E2E_STAMP := $(VENV)/.bnlab-e2e-installed
+LINT_STAMP := $(VENV)/.bnlab-lint-installed
+LINTED := bnlab tests benchmarks notebooks/conftest.py
 GOAL := make $(or $(firstword $(MAKECMDGOALS)),setup)
 NBVAL := --nbval --nbval-current-env
 # This machine's pip.conf names local indexes that do not exist; the warnings drown real errors.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup lab test unit nbval e2e bench execute clean
+.PHONY: setup lab test unit nbval e2e lint bench execute clean
 
 # Set-up, in one shell script so that each way it can fail ends in one line that says how to fix it.
 # Nothing happens when .venv is set up for this pyproject.toml and for TORCH (when TORCH is given).
@@ -112,6 +114,11 @@ nbval: setup
 e2e: setup
 	@[ $(E2E_STAMP) -nt $(STAMP) ] || { $(PY) -m pip install -q -e ".[e2e]" 2>&1 | $(QUIET_PIP); touch $(E2E_STAMP); }
 	$(PY) -m pytest tests/e2e --e2e -v $(PYTEST_ARGS)
+
+# ruff, configured in pyproject.toml (line length 120); CI runs it before the tests.
+lint: setup
+	@[ $(LINT_STAMP) -nt $(STAMP) ] || { $(PY) -m pip install -q -e ".[lint]" 2>&1 | $(QUIET_PIP); touch $(LINT_STAMP); }
+	$(VENV)/bin/ruff check $(LINTED)
 
 # Re-execute every lesson in place, top to bottom, as students should find them.
 execute: setup

@@ -170,3 +170,12 @@ def test_makefile_has_lab_and_test_targets():
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), f"no `{target}:` rule in the Makefile"
     phony = re.search(r"^\.PHONY:(.*)$", makefile, re.MULTILINE)
     assert phony and {"lab", "test"} <= set(phony.group(1).split())
+
+
+def test_ci_lints_first_with_the_configured_ruff():
+    commands = _ci_commands()
+    makes = [c.split()[1] for c in commands if re.match(r"^make\s+\w+", c)]
+    assert makes[0] == "lint", f".ci/run should run `make lint` before the tests: {makes}"
+    assert re.search(r"^lint:", _read("Makefile"), re.MULTILINE), "no `lint:` rule in the Makefile"
+    assert re.search(r"^line-length\s*=\s*120$", _read("pyproject.toml"), re.MULTILINE), "ruff's line length"
+    assert "ruff" in _read("pyproject.toml").split("[project.optional-dependencies]")[1].split("[tool")[0]
