@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from .variants import NORM_REGISTRY, VARIANTS, split_label, variant_key
+
 __all__ = [
     "COLORS",
     "LABELS",
@@ -34,43 +36,16 @@ __all__ = [
     "NORM_KEYS",
 ]
 
-# One colour per variant, across all lessons.
-COLORS = {
-    "plain": "#7f7f7f",    # without BN: grey
-    "bn": "#1f77b4",       # batch norm: blue
-    "ln": "#9467bd",       # layer norm: purple
-    "gn": "#2ca02c",       # group norm: green
-    "mistake": "#d62728",  # a formula from an article that gets it wrong: red
-    "running": "#ff7f0e",  # running (inference-time) statistics: orange
-    "in": "#8c564b",       # instance norm: brown
-    "brn": "#17becf",      # batch renorm: cyan
-    "rbn": "#e377c2",      # range BN: pink
-    "frozen": "#bcbd22",   # BN with frozen statistics (fine-tuning): olive
-}
-LABELS = {
-    "plain": "without BN",
-    "bn": "with BN",
-    "ln": "layer norm",
-    "gn": "group norm",
-    "mistake": "wrong formula",
-    "running": "running statistics",
-    "in": "instance norm",
-    "brn": "batch renorm",
-    "rbn": "range BN",
-    "frozen": "BN, frozen statistics",
-}
+# One colour and one label per variant, across all lessons: views of bnlab.variants' registry.
+COLORS = {key: v.color for key, v in VARIANTS.items()}
+LABELS = {key: v.label for key, v in VARIANTS.items()}
 # bnlab.models' norm names -> the variant keys above (our BN and torch's are the same variant)
-NORM_KEYS = {None: "plain", "bn": "bn", "torch_bn": "bn", "gn": "gn", "ln": "ln", "in": "in",
-             "brn": "brn", "rbn": "rbn"}
+NORM_KEYS = {name: norm.variant for name, norm in NORM_REGISTRY.items()}
 
 
 def variant(norm) -> str:
     """The colour/label key of a bnlab.models norm name (None -> 'plain'), or norm itself if it is a key."""
-    if norm in COLORS:
-        return norm
-    if norm not in NORM_KEYS:
-        raise ValueError(f"unknown variant {norm!r}: expected one of {list(COLORS)} or {list(NORM_KEYS)}")
-    return NORM_KEYS[norm]
+    return variant_key(norm)
 
 
 def new_figure(ncols: int = 1, width: float = 4.5, height: float = 3.2, pyplot: bool = True):
