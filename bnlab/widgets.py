@@ -496,7 +496,8 @@ class SweepExplorer(Explorer):
         if missing:
             raise ValueError(f"runs must hold every variant at every setting; missing {missing[:3]}")
         self.finals = final_results(runs)
-        style = {"description_width": "90px"}
+        # the setting's name labels the slider: room for about 16 characters
+        style = {"description_width": "130px"}
         controls = {
             "value": widgets.SelectionSlider(options=self.settings, value=self.settings[0] if value is None else value,
                                              description=setting, style=style, layout=widgets.Layout(width="420px")),
@@ -539,7 +540,7 @@ class MaskExplorer(Explorer):
         self.steps = steps[0]
         if len(self.images) < self.ROWS:
             raise ValueError(f"need at least {self.ROWS} images, got {len(self.images)}")
-        style = {"description_width": "90px"}
+        style = {"description_width": "100px"}
         controls = {
             "step": widgets.SelectionSlider(options=self.steps, value=self.steps[-1], description="training step",
                                             style=style, layout=widgets.Layout(width="420px")),
