@@ -195,6 +195,7 @@ class GradientCoupling(Explorer):
     moving a control recomputes a few sums and redraws.
     """
 
+    FREEZE_LAYOUT = True
     PATTERNS = ("only sample 0", "two samples", "only the largest sample", "constant", "proportional to x_hat",
                 "random")
     LABELS = {"plain": "statistics held fixed (eval mode)", "bn": "batch statistics (training mode)"}
