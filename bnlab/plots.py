@@ -541,7 +541,7 @@ def plot_gradient_terms(terms: dict, dx, ax=None, title: str | None = None) -> F
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel("sample index i in the batch")
     ax.set_ylabel("contribution to dL/dx_i")
-    ax.set_title(title or "The two coupling terms take back what the own term gives: sum dx = 0")
+    ax.set_title(title or "dx = own + mean + scale term; over the batch they cancel: sum dx = 0")
     ax.legend(fontsize=7)
     return fig
 

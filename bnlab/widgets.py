@@ -276,7 +276,7 @@ class GradientCoupling(Explorer):
                                     title="BN (training) couples the samples:\nits gradients sum to zero",
                                     labels=self.LABELS)
         plots.plot_gradient_terms(terms, dx_bn, self.axes[1],
-                                  title="The coupling terms take back what\nthe own term gives: Σ dx = 0")
+                                  title="dx_i = own + mean + scale term;\nsummed over the batch they cancel: Σ dx = 0")
         sums = " &nbsp; ".join(f"Σ {html.escape(name.split(':')[0])} = {t.sum():+.3g}" for name, t in terms.items())
         return (f"<p>with batch statistics: <b>Σ dx = {dx_bn.sum():+.2e}</b> (≈ 0), "
                 f"Σ dx·x̂ = {(dx_bn * x_hat).sum():+.2e} &nbsp;|&nbsp; statistics fixed: Σ dx = {dx_fixed.sum():+.3f}</p>"
