@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Split", "digits", "gaussian_blobs", "drifting_batches",
+__all__ = ["Split", "digits", "gaussian_blobs", "drifting_batches", "base_sample",
            "SegmentationSplit", "ShapeGeometry", "shapes", "lesions", "read_idx", "mnist",
            "vary_scans"]
 
@@ -111,6 +111,32 @@ def drifting_batches(steps: int = 400, batch_size: int = 32, drift: float = 0.02
         mean = np.where(t >= steps // 2, 200 * drift, 0.0)
     rng = np.random.default_rng(seed)
     return mean[:, None] + noise * rng.normal(size=(steps, batch_size))
+
+
+BASE_SHAPES = ("normal", "skewed", "bimodal")
+
+
+def base_sample(shape: str, n: int = 512, seed: int = 0) -> np.ndarray:
+    """n values z of one feature, standardized to mean 0 and std 1 (biased), of a given shape:
+
+        normal:  z ~ N(0, 1)
+        skewed:  z ~ Exp(1), a long right tail
+        bimodal: z ~ +-2 with equal probability, plus N(0, 0.5^2)
+
+    Lesson 01 maps it to x = mean + scale * z, so a slider move rescales recorded numbers. Returns (n,).
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (a std needs two values), got {n}")
+    rng = np.random.default_rng(seed)
+    if shape == "normal":
+        z = rng.normal(size=n)
+    elif shape == "skewed":
+        z = rng.exponential(size=n)
+    elif shape == "bimodal":
+        z = np.where(rng.random(n) < 0.5, -2.0, 2.0) + 0.5 * rng.normal(size=n)
+    else:
+        raise ValueError(f"shape must be one of {BASE_SHAPES}, got {shape!r}")
+    return (z - z.mean()) / z.std()
 
 
 # ============================================================================= segmentation

@@ -290,3 +290,63 @@ def segmentation_run(norm: str | None, lr: float = 0.1, seed: int = 0, data=None
     return train_segmenter(model, data, steps=steps, batch_size=SEGMENTATION["batch_size"], lr=lr,
                            momentum=SEGMENTATION["momentum"], eval_every=eval_every, seed=seed,
                            device=device, progress=False, on_eval=keep_masks)
+
+
+# ----------------------------------------------------------------------------- explorers' data
+# The tables and summaries the explorers of bnlab.widgets show, computed here so that a widget only
+# draws and a notebook or a test can use the same numbers without a widget.
+__all__ += ["final_results", "ramp_lag", "gradient_flow_table"]
+
+
+def final_results(runs: dict, metric: str = "test_accuracy") -> dict:
+    """{variant: {setting: [final value of each seed]}} from runs keyed (variant, setting) or
+    (variant, setting, seed): the shape `bnlab.plots.plot_sweep` draws. metric: 'test_accuracy' or
+    a key of History.metrics (e.g. 'iou'); the final value is the last evaluation's."""
+    finals: dict = {}
+    for key, history in runs.items():
+        if not isinstance(key, tuple) or len(key) < 2:
+            raise ValueError(f"runs must be keyed (variant, setting) or (variant, setting, seed), got {key!r}")
+        if metric != "test_accuracy" and metric not in history.metrics:
+            raise ValueError(f"run {key!r} has no metric {metric!r}; it has {sorted(history.metrics)}")
+        name, value = key[0], key[1]
+        series = history.test_accuracy if metric == "test_accuracy" else history.metrics[metric]
+        finals.setdefault(name, {}).setdefault(value, []).append(series[-1])
+    return finals
+
+
+def ramp_lag(true_mean, running_mean, last: int = 100) -> float:
+    """How far the running mean trails the true mean (lesson 03): mean over the last steps of
+    true_mean - running_mean, both (steps,); averaging over steps lets the batch noise cancel.
+    For a ramp of slope drift per step and momentum m the lag tends to drift * (1 - m) / m."""
+    true_mean, running_mean = np.asarray(true_mean, dtype=np.float64), np.asarray(running_mean, dtype=np.float64)
+    if true_mean.shape != running_mean.shape or true_mean.ndim != 1:
+        raise ValueError(f"true_mean and running_mean must be 1-D of one length, got shapes "
+                         f"{true_mean.shape} and {running_mean.shape}")
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last}")
+    return float(np.mean(true_mean[-last:] - running_mean[-last:]))
+
+
+def gradient_flow_table(x: torch.Tensor, y: torch.Tensor, depths=(2, 5, 10, 20, 30, 50),
+                        activations=("relu", "tanh", "sigmoid"), inits=("he", "lecun", "default"),
+                        seed: int = 0, norms=(None, "bn"), width: int = 100, num_classes: int | None = None,
+                        progress: bool = False) -> dict:
+    """Lesson 05's gradient norms at initialization for every configuration of a grid:
+    {(norm, depth, activation, init): ||dL/dW_l|| for l = 1..depth} (`weight_grad_norms` of a
+    `deep_mlp`, seeded with seed before each net, so a net's weights do not depend on the grid).
+
+    x: (N, features), y: (N,) class indices; the head has num_classes outputs (default y.max() + 1). init: 'he', 'lecun',
+    'default' (torch's) or a std, as `bnlab.models.initialize` takes it.
+    """
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
+        raise ValueError(f"x must be (N, features) and y (N,), got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    grid = list(itertools.product(depths, activations, inits, norms))
+    if not grid:
+        raise ValueError("every axis of the grid needs at least one value")
+    table = {}
+    for depth, activation, init, norm in tqdm(grid, disable=not progress, desc="nets", leave=False):
+        torch.manual_seed(seed)
+        model = deep_mlp(depth, width, activation=activation, norm=norm, init=init, in_features=x.shape[1],
+                         out_features=num_classes or int(y.max()) + 1)
+        table[(norm, depth, activation, init)] = weight_grad_norms(model, x, y)
+    return table

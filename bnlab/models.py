@@ -16,28 +16,18 @@ import math
 import torch
 from torch import nn
 
-from . import layers
+from .variants import CHANNELS_PER_GROUP, NORM_REGISTRY, build_norm
 
-__all__ = ["NORMS", "NORM_LABELS", "ACTIVATIONS", "INITS", "norm_layer", "mlp", "initialize",
-           "conv_net", "encoder_decoder"]
+__all__ = ["NORMS", "NORM_LABELS", "ACTIVATIONS", "INITS", "CHANNELS_PER_GROUP", "norm_layer", "mlp",
+           "initialize", "conv_net", "encoder_decoder"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-NORM_LABELS = {
-    None: "no normalization",
-    "bn": "BatchNorm",
-    "torch_bn": "BatchNorm (torch)",
-    "gn": "GroupNorm",
-    "ln": "LayerNorm",
-    "in": "InstanceNorm",
-    "brn": "Batch Renorm",
-    "rbn": "Range BN",
-}
+# the norm names and their long names, from the one registry of variants (bnlab.variants)
+NORM_LABELS = {name: norm.title for name, norm in NORM_REGISTRY.items()}
 NORMS = tuple(NORM_LABELS)
 # std of W[i, j] for fan_in inputs: He (Kaiming) keeps E[x^2] through ReLU, LeCun keeps Var for tanh-like units
 INITS = {"he": lambda fan_in: math.sqrt(2.0 / fan_in), "lecun": lambda fan_in: math.sqrt(1.0 / fan_in)}
 INITIALIZED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-# Wu & He use 32 groups of ResNet's 64+ channels; the lessons' nets have 16-64, so 4 channels a group
-CHANNELS_PER_GROUP = 4
 
 
 def _check_norm(norm) -> None:
@@ -54,30 +44,10 @@ def norm_layer(norm: str | None, num_features: int, spatial: bool) -> nn.Module 
         ln: all channels of one example: C*H*W values
         in: each channel of one example: H*W values (images only: a feature vector has H*W = 1)
 
-    Returns None for norm=None.
+    Returns None for norm=None. The layers are registered in `bnlab.variants.NORM_REGISTRY`.
     """
     _check_norm(norm)
-    if norm is None:
-        return None
-    if norm == "in" and not spatial:
-        raise ValueError("InstanceNorm needs spatial positions: a feature vector has one value per "
-                         "channel and example, nothing to average; use 'ln' for a fully connected layer")
-    if norm == "gn":
-        if num_features > CHANNELS_PER_GROUP and num_features % CHANNELS_PER_GROUP:
-            raise ValueError(f"GroupNorm needs num_features divisible into groups of {CHANNELS_PER_GROUP}, "
-                             f"got {num_features}")
-        return nn.GroupNorm(max(1, num_features // CHANNELS_PER_GROUP), num_features)
-    if norm == "ln":
-        # LayerNorm over (C, H, W) is GroupNorm with one group (Wu & He), with gamma, beta per channel
-        return nn.GroupNorm(1, num_features)
-    if norm == "in":
-        return nn.InstanceNorm2d(num_features, affine=True)
-    one_d = {"bn": layers.BatchNorm1d, "torch_bn": nn.BatchNorm1d, "brn": layers.BatchRenorm1d,
-             "rbn": layers.RangeBatchNorm1d}
-    two_d = {"bn": layers.BatchNorm2d, "torch_bn": nn.BatchNorm2d, "brn": layers.BatchRenorm2d,
-             "rbn": layers.RangeBatchNorm2d}
-    cls = (two_d if spatial else one_d)[norm]
-    return cls(num_features)
+    return build_norm(norm, num_features, spatial)
 
 
 def initialize(model: nn.Module, init: str | float | None, gain: float = 1.0) -> nn.Module:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "setup", "elapsed", "on_accelerator", "environment_summary"]
+__all__ = ["pick_device", "setup", "elapsed", "on_accelerator", "environment_summary", "inference_ms"]
 
 _started = time.perf_counter()
 
@@ -75,3 +75,26 @@ def environment_summary() -> str:
         if build != "CPU-only build":
             where += ": this torch can use a GPU, but none is visible"
     return f"bnlab: torch {torch.__version__} ({build}); the lessons will run on {where}"
+
+
+def inference_ms(net, x: torch.Tensor, repeats: int = 200) -> float:
+    """Milliseconds per forward call net(x), averaged over repeats calls after one warm-up call.
+
+    Runs under torch.no_grad(), as inference does (no graph is recorded); put the net in eval mode
+    first if that is what is timed. On CUDA the queue is drained before and after the timed calls,
+    since kernels run asynchronously. A rough measure: benchmarks/bench_folding.py interleaves and
+    repeats for a careful one.
+    """
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    cuda = isinstance(x, torch.Tensor) and x.device.type == "cuda"
+    with torch.no_grad():
+        net(x)  # the first call pays one-off costs (allocations, kernel selection)
+        if cuda:
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            net(x)
+        if cuda:
+            torch.cuda.synchronize(x.device)
+    return (time.perf_counter() - start) / repeats * 1e3

@@ -2,7 +2,9 @@
 
 Each explorer owns one matplotlib figure and a few controls. Moving a control recomputes from data
 recorded when the explorer was built (a fixed random sample, recorded batches) and redraws the
-figure; nothing is trained. Display one in a notebook by making it the last expression of a cell.
+figure through `bnlab.plots`; nothing is trained. The data an explorer shows are computed in
+`bnlab.data` and `bnlab.experiments`. Display one in a notebook by making it the last expression of
+a cell.
 
 The figure is rendered to PNG bytes in an ``ipywidgets.Image`` rather than shown in an ``Output``
 widget: an Output sends display and clear_output messages on every redraw, which a kernel without a
@@ -17,16 +19,19 @@ import io
 import ipywidgets as widgets
 import numpy as np
 import PIL.Image
-import torch
 from IPython.display import display
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from . import plots
-from .data import drifting_batches
+from .data import base_sample, drifting_batches
+from .experiments import final_results, gradient_flow_table, ramp_lag
 from .reference import batchnorm_forward, batchnorm_backward, running_average
 
 __all__ = ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
-           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "final_results", "base_sample", "ramp_lag"]
+           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer",
+           # moved, re-exported for the notebooks: base_sample to bnlab.data, the others to bnlab.experiments
+           "final_results", "base_sample", "ramp_lag"]
 
 
 class Explorer:
@@ -34,7 +39,9 @@ class Explorer:
 
     DPI = 80  # what the inline backend uses; keeps a redraw fast
     # Constrained layout re-solves the figure's layout on every draw (about a third of a redraw);
-    # explorers whose labels keep their size solve it once and keep it.
+    # explorers whose labels keep their size solve it once and keep it. It is solved again when
+    # layout_key changes (another kind of plot) and when a redraw has put text outside the figure
+    # (tick labels that grew), so that no label is clipped.
     FREEZE_LAYOUT = False
 
     def __init__(self, controls: dict, fig, axes):
@@ -45,6 +52,8 @@ class Explorer:
         self.image = widgets.Image(format="png")
         self.readout = widgets.HTML()
         self.redraws = 0
+        self.layouts = 0   # how often the layout was solved: a test can see a frozen one stay frozen
+        self._layout_key = None
         for control in controls.values():
             # sliders fire on release only where a redraw is costly; ours take milliseconds
             control.observe(self._on_change, names="value")
@@ -63,14 +72,44 @@ class Explorer:
     def _on_change(self, _change) -> None:
         self.update()
 
+    def layout_key(self, **values):
+        """What decides the figure's layout (e.g. which kind of plot is shown); the layout is solved
+        again when it changes."""
+        return None
+
     def update(self) -> None:
+        key = self.layout_key(**self.values)
+        if key != self._layout_key:
+            self._thaw_layout()
+            self._layout_key = key
         self.readout.value = self.draw(**self.values)
         self.redraws += 1
         self.image.value = self.render()
 
+    def _thaw_layout(self) -> None:
+        if self.FREEZE_LAYOUT and self.fig.get_layout_engine() is not None:
+            self.fig.set_layout_engine("constrained")
+
+    def _frozen(self) -> bool:
+        return self.FREEZE_LAYOUT and self.fig.get_layout_engine() is not None and \
+            not isinstance(self.fig.get_layout_engine(), ConstrainedLayoutEngine)
+
+    def overflows(self) -> bool:
+        """Whether anything drawn (a label, a tick label, a title) reaches outside the figure."""
+        box = self.fig.get_tightbbox(self.canvas.get_renderer())   # inches
+        slack = 1.0 / self.fig.dpi
+        width, height = self.fig.get_size_inches()
+        return box.x0 < -slack or box.y0 < -slack or box.x1 > width + slack or box.y1 > height + slack
+
     def render(self) -> bytes:
         """The figure as PNG bytes: one Agg draw and a fast PNG encoding (savefig draws more than once)."""
+        if not self._frozen():
+            self.layouts += 1
         self.canvas.draw()
+        if self._frozen() and self.overflows():
+            self._thaw_layout()
+            self.layouts += 1
+            self.canvas.draw()
         if self.FREEZE_LAYOUT and self.fig.get_layout_engine() is not None:
             self.fig.set_layout_engine("none")
         buffer = io.BytesIO()
@@ -98,20 +137,6 @@ def _table(rows: dict, header: tuple) -> str:
 
 
 # ----------------------------------------------------------------------------- lesson 01
-def base_sample(shape: str, n: int = 512, seed: int = 0) -> np.ndarray:
-    """n standardized values (mean 0, std 1) of a given shape: 'normal', 'skewed' or 'bimodal'."""
-    rng = np.random.default_rng(seed)
-    if shape == "normal":
-        z = rng.normal(size=n)
-    elif shape == "skewed":
-        z = rng.exponential(size=n)
-    elif shape == "bimodal":
-        z = np.where(rng.random(n) < 0.5, -2.0, 2.0) + 0.5 * rng.normal(size=n)
-    else:
-        raise ValueError(f"shape must be 'normal', 'skewed' or 'bimodal', got {shape!r}")
-    return (z - z.mean()) / z.std()
-
-
 class ForwardPlayground(Explorer):
     """One feature x = mean + scale * z over a batch, through BN: before/after histograms and statistics.
 
@@ -120,8 +145,9 @@ class ForwardPlayground(Explorer):
 
     def __init__(self, seed: int = 0):
         self.samples = {s: base_sample(s, 512, seed) for s in ("normal", "skewed", "bimodal")}
-        style = {"description_width": "70px"}
-        slider = dict(continuous_update=True, style=style, layout=widgets.Layout(width="300px"))
+        # wide enough for 'batch size' and 'input mean' at the notebook's 13 px font (70 px cut them)
+        style = {"description_width": "90px"}
+        slider = dict(continuous_update=True, style=style, layout=widgets.Layout(width="330px"))
         controls = {
             "mean": widgets.FloatSlider(value=5.0, min=-50, max=50, step=0.5, description="input mean", **slider),
             "scale": widgets.FloatLogSlider(value=3.0, base=10, min=-3, max=2, step=0.05, description="input std", **slider),
@@ -130,7 +156,7 @@ class ForwardPlayground(Explorer):
             "beta": widgets.FloatSlider(value=0.0, min=-3, max=3, step=0.1, description="β", **slider),
             "eps": widgets.FloatLogSlider(value=1e-5, base=10, min=-8, max=1, step=0.5, description="ε", **slider),
             "shape": widgets.Dropdown(options=list(self.samples), value="skewed", description="shape",
-                                      style=style, layout=widgets.Layout(width="200px")),
+                                      style=style, layout=widgets.Layout(width="220px")),
         }
         fig, axes = plots.new_figure(2, pyplot=False)
         super().__init__(controls, fig, axes)
@@ -159,60 +185,105 @@ class ForwardPlayground(Explorer):
 
 # ----------------------------------------------------------------------------- lesson 02
 class GradientCoupling(Explorer):
-    """dL/dx per sample for one feature, with BN (training) and with BN's eval-mode affine map.
+    """dL/dx per sample for one feature: on the left with BN in training (batch statistics) and with
+    BN's eval-mode affine map (statistics held fixed); on the right BN's dx split into the three terms
+    of the compact formula
 
-    The upstream gradient pattern is chosen from a menu; x is a fixed recorded batch.
+        dx_i = gamma / (m sqrt(var + eps)) * (m dy_i  -  sum_j dy_j  -  x_hat_i sum_j dy_j x_hat_j)
+
+    The upstream gradient dy = dL/dy is a pattern chosen from a menu; x is a fixed recorded batch, so
+    moving a control recomputes a few sums and redraws.
     """
 
-    PATTERNS = ("only sample 0", "constant", "proportional to x_hat", "random")
+    FREEZE_LAYOUT = True
+    PATTERNS = ("only sample 0", "two samples", "only the largest sample", "constant", "proportional to x_hat",
+                "random")
     LABELS = {"plain": "statistics held fixed (eval mode)", "bn": "batch statistics (training mode)"}
+    # the three terms, each times the prefactor gamma / (m sqrt(var + eps))
+    TERMS = ("own: m·dy_i", "mean: −Σ_j dy_j", "scale: −x̂_i Σ_j dy_j x̂_j")
 
     def __init__(self, seed: int = 0):
         rng = np.random.default_rng(seed)
         self.x = 2.0 + 1.5 * rng.normal(size=64)
         self.noise = rng.normal(size=64)
-        style = {"description_width": "90px"}
+        style = {"description_width": "120px"}
         controls = {
-            "batch_size": widgets.IntSlider(value=8, min=2, max=32, description="batch size", style=style),
+            "batch_size": widgets.IntSlider(value=8, min=2, max=32, description="batch size m", style=style,
+                                            layout=widgets.Layout(width="360px")),
             "pattern": widgets.Dropdown(options=self.PATTERNS, value="only sample 0",
-                                        description="upstream dL/dy", style=style),
-            "gamma": widgets.FloatSlider(value=1.0, min=0.1, max=3, step=0.1, description="γ", style=style),
+                                        description="upstream dL/dy", style=style,
+                                        layout=widgets.Layout(width="360px")),
+            "gamma": widgets.FloatSlider(value=1.0, min=0.1, max=3, step=0.1, description="γ", style=style,
+                                         layout=widgets.Layout(width="360px")),
         }
-        fig, axes = plots.new_figure(1, width=7, pyplot=False)
+        fig, axes = plots.new_figure(2, width=5.2, height=3.4, pyplot=False)
         super().__init__(controls, fig, axes)
+
+    def _forward(self, batch_size, gamma):
+        if not 2 <= batch_size <= len(self.x):
+            raise ValueError(f"batch_size must be in 2..{len(self.x)} (the recorded batch), got {batch_size}")
+        x = self.x[:batch_size, None]
+        _, cache = batchnorm_forward(x, np.array([gamma]), np.array([0.0]), {"mode": "train"})
+        return x, cache
+
+    def upstream(self, batch_size: int, pattern: str, x_hat=None) -> np.ndarray:
+        """dy (batch_size,) for a pattern: 'only sample 0' (1 at sample 0), 'two samples' (+1 at
+        sample 0, -1 at sample 1: a loss that pulls them apart), 'only the largest sample' (1 where x
+        is largest), 'constant' (all 1), 'proportional to x_hat', 'random' (a recorded N(0, 1) draw)."""
+        if pattern not in self.PATTERNS:
+            raise ValueError(f"pattern must be one of {self.PATTERNS}, got {pattern!r}")
+        one_hot = np.eye(batch_size)
+        if pattern == "proportional to x_hat":
+            if x_hat is None:
+                x_hat = self._forward(batch_size, 1.0)[1]["x_hat"][:, 0]
+            return np.array(x_hat, dtype=np.float64)
+        return {"only sample 0": lambda: one_hot[0],
+                "two samples": lambda: one_hot[0] - one_hot[1],
+                "only the largest sample": lambda: one_hot[int(np.argmax(self.x[:batch_size]))],
+                "constant": lambda: np.ones(batch_size),
+                "random": lambda: self.noise[:batch_size].copy()}[pattern]()
 
     def compute(self, batch_size, pattern, gamma):
         """(dx with BN in training, dx in eval mode, x_hat) for the chosen upstream gradient."""
-        x = self.x[:batch_size, None]
-        g, b = np.array([gamma]), np.array([0.0])
-        _, cache = batchnorm_forward(x, g, b, {"mode": "train"})
+        x, cache = self._forward(batch_size, gamma)
         x_hat = cache["x_hat"]
-        dout = {"only sample 0": np.eye(batch_size)[0][:, None],
-                "constant": np.ones_like(x),
-                "proportional to x_hat": x_hat.copy(),
-                "random": self.noise[:batch_size, None]}[pattern]
+        dout = self.upstream(batch_size, pattern, x_hat[:, 0])[:, None]
         dx_train = batchnorm_backward(dout, cache)[0]
         # eval mode with the batch's own statistics as "running" ones: same x_hat, constant stats
+        g, b = np.array([gamma]), np.array([0.0])
         _, eval_cache = batchnorm_forward(x, g, b, {"mode": "eval", "running_mean": x.mean(0),
                                                      "running_var": x.var(0)})
         dx_eval = batchnorm_backward(dout, eval_cache)[0]
         return dx_train[:, 0], dx_eval[:, 0], x_hat[:, 0]
 
+    def terms(self, batch_size, pattern, gamma) -> dict:
+        """{TERMS[k]: (batch_size,)}: the three terms of the compact formula, each multiplied by the
+        prefactor gamma / (m sqrt(var + eps)); they add up to BN's dx in training mode."""
+        _, cache = self._forward(batch_size, gamma)
+        x_hat = cache["x_hat"][:, 0]
+        dy = self.upstream(batch_size, pattern, x_hat)
+        m = batch_size
+        prefactor = gamma * float(cache["inv_std"].item()) / m
+        own, mean, scale = self.TERMS
+        return {own: prefactor * m * dy,
+                mean: np.full(m, -prefactor * dy.sum()),
+                scale: -prefactor * x_hat * (dy * x_hat).sum()}
+
     def draw(self, **v) -> str:
         dx_bn, dx_fixed, x_hat = self.compute(**v)
+        terms = self.terms(**v)
         plots.plot_sample_gradients({"plain": dx_fixed, "bn": dx_bn}, self.axes[0],
-                                    title="BN (training) couples the samples: its gradients sum to zero",
+                                    title="BN (training) couples the samples:\nits gradients sum to zero",
                                     labels=self.LABELS)
-        return (f"<p>with batch statistics: Σ dx = {dx_bn.sum():+.2e}, Σ dx·x̂ = {(dx_bn * x_hat).sum():+.2e}"
-                f" &nbsp;|&nbsp; statistics fixed: Σ dx = {dx_fixed.sum():+.3f}</p>")
+        plots.plot_gradient_terms(terms, dx_bn, self.axes[1],
+                                  title="dx_i = own + mean + scale term;\nsummed over the batch they cancel: Σ dx = 0")
+        sums = " &nbsp; ".join(f"Σ {html.escape(name.split(':')[0])} = {t.sum():+.3g}" for name, t in terms.items())
+        return (f"<p>with batch statistics: <b>Σ dx = {dx_bn.sum():+.2e}</b> (≈ 0), "
+                f"Σ dx·x̂ = {(dx_bn * x_hat).sum():+.2e} &nbsp;|&nbsp; statistics fixed: Σ dx = {dx_fixed.sum():+.3f}</p>"
+                f"<p>the terms summed over the batch: {sums} (own and mean cancel; Σ x̂ = 0 removes the scale term)</p>")
 
 
 # ----------------------------------------------------------------------------- lesson 03
-def ramp_lag(true_mean, running_mean, last: int = 100) -> float:
-    """How far the running mean trails the true mean, averaged over the last steps (noise averages out)."""
-    return float(np.mean(np.asarray(true_mean)[-last:] - np.asarray(running_mean)[-last:]))
-
-
 class MomentumExplorer(Explorer):
     """Running mean of a drifting feature for a chosen momentum (PyTorch convention)."""
 
@@ -291,27 +362,26 @@ class ActivationExplorer(Explorer):
         """The record at or just before a training step."""
         return int(np.clip(np.searchsorted(self.steps, step, side="right") - 1, 0, len(self.steps) - 1))
 
+    def layout_key(self, step, layer, quantity):
+        return quantity   # a histogram and a heatmap with its colour bar need different layouts
+
     def draw(self, step, layer, quantity) -> str:
         i = self.index(step)
         gradients = quantity.startswith("gradients")
         rows = {}
         for ax, (key, recording) in zip(self.axes, self.runs.items()):
             record = recording[layer]
+            name = plots.LABELS.get(key, key)
             if quantity.endswith("over training"):
                 plots.plot_histogram_heatmap(record, self.steps, ax, gradients=gradients, mark_step=self.steps[i],
-                                             title=f"{plots.LABELS.get(key, key)}: {layer} over training")
+                                             title=f"{name}: {layer} over training")
             else:
-                ax.clear()
-                edges = record.grad_edges if gradients else record.edges
-                ax.stairs((record.grad_hist if gradients else record.hist)[i], edges, fill=True,
-                          color=plots.COLORS.get(key, "k"), alpha=0.8)
-                if not gradients:
-                    for q, value in zip(recording.percentiles, record.percentiles[i]):
-                        ax.axvline(value, color="k", lw=0.8, ls="--" if q != 50 else "-")
-                ax.set_xlabel("log10 |dL/da|" if gradients else f"{layer} value (percentiles dashed)")
-                ax.set_ylabel("fraction of values")
-                ax.set_title(f"{plots.LABELS.get(key, key)}: {layer} at step {int(self.steps[i])}")
-            rows[plots.LABELS.get(key, key)] = (
+                plots.remove_colorbar(ax)
+                percentiles = None if gradients else dict(zip(recording.percentiles, record.percentiles[i]))
+                plots.plot_layer_histogram(record, i, key, ax, gradients=gradients, percentiles=percentiles,
+                                           xlabel=None if gradients else f"{layer} value (percentiles dashed)",
+                                           title=f"{name}: {layer} at step {int(self.steps[i])}")
+            rows[name] = (
                 f"{record.mean[i]:.3f}", f"{record.std[i]:.3f}",
                 " / ".join(f"{v:.2f}" for v in record.percentiles[i]), f"{record.grad_norm[i]:.2e}")
         return _table(rows, ("", "mean", "std", "percentiles " + "/".join(f"{q:g}" for q in
@@ -324,9 +394,11 @@ class GradientFlowExplorer(Explorer):
     """Deep MLPs with and without BN: per-layer gradient norms at initialization (left) and test
     accuracy during training at a learning rate (right).
 
-    Gradient norms are precomputed for every depth x activation x init in the menus; training runs
-    come from `runs` ({(norm, depth, activation, init, lr): History}) and from the "train" button,
-    which trains the selected configuration (both variants, with a progress bar) and adds it.
+    Gradient norms come from `table` ({(norm, depth, activation, init): norms}, as
+    `bnlab.experiments.gradient_flow_table` computes it), by default computed for every depth x
+    activation x init in the menus on the first batch_size training examples. Training runs come
+    from `runs` ({(norm, depth, activation, init, lr): History}) and from the "train" button, which
+    trains the selected configuration (both variants, with a progress bar) and adds it.
     """
 
     FREEZE_LAYOUT = True
@@ -336,22 +408,19 @@ class GradientFlowExplorer(Explorer):
     LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
     def __init__(self, data, runs: dict | None = None, batch_size: int = 128, steps: int = 300, seed: int = 0,
-                 depth: int = 10, activation: str = "relu", init: str = "he", lr: float = 1.0):
-        from .experiments import deep_mlp, weight_grad_norms  # experiments imports train; keep widgets light
-
+                 depth: int = 10, activation: str = "relu", init: str = "he", lr: float = 1.0,
+                 table: dict | None = None):
         self.data, self.steps, self.seed = data, steps, seed
         self.runs = dict(runs or {})
-        x, y = data.x_train[:batch_size], data.y_train[:batch_size]
-        self.norms = {}
-        for d in self.DEPTHS:
-            for act in self.ACTIVATIONS:
-                for ini in self.INITS:
-                    for norm in (None, "bn"):
-                        torch.manual_seed(seed)
-                        model = deep_mlp(d, activation=act, norm=norm, init=None if ini == "default" else ini,
-                                         in_features=data.num_features, out_features=data.num_classes)
-                        self.norms[(norm, d, act, ini)] = weight_grad_norms(model, x, y)
-        style = {"description_width": "80px"}
+        if table is None:
+            table = gradient_flow_table(data.x_train[:batch_size], data.y_train[:batch_size], self.DEPTHS,
+                                        self.ACTIVATIONS, self.INITS, seed, num_classes=data.num_classes)
+        missing = [(norm, d, a, i) for d in self.DEPTHS for a in self.ACTIVATIONS for i in self.INITS
+                   for norm in (None, "bn") if (norm, d, a, i) not in table]
+        if missing:
+            raise ValueError(f"table must hold every (norm, depth, activation, init) of the menus; missing {missing[:3]}")
+        self.norms = dict(table)
+        style = {"description_width": "100px"}
         controls = {
             "depth": widgets.SelectionSlider(options=self.DEPTHS, value=depth, description="depth", style=style,
                                              continuous_update=False),
@@ -378,16 +447,18 @@ class GradientFlowExplorer(Explorer):
         v = self.values
         with self.progress:
             self.progress.clear_output()
-            trained = lr_sweep([v["lr"]], depth=v["depth"], activation=v["activation"],
-                               init=None if v["init"] == "default" else v["init"], steps=self.steps,
-                               seed=self.seed, data=self.data)
+            trained = lr_sweep([v["lr"]], depth=v["depth"], activation=v["activation"], init=v["init"],
+                               steps=self.steps, seed=self.seed, data=self.data)
         for (norm, lr), history in trained.items():
             self.runs[(norm, v["depth"], v["activation"], v["init"], lr)] = history
         self.update()
 
     def draw(self, depth, activation, init, lr) -> str:
         grad = {("bn" if norm else "plain"): self.norms[(norm, depth, activation, init)] for norm in (None, "bn")}
-        plots.plot_gradient_flow(grad, self.axes[0], title=f"At initialization: depth {depth}, {activation}, {init} init")
+        ratio = {k: v[0] / v[-1] for k, v in grad.items()}
+        plots.plot_gradient_flow(grad, self.axes[0],
+                                 title=f"At init, depth {depth}, {activation}, {init}: layer 1 / last\n"
+                                       f"without BN {ratio['plain']:.2g}x, with BN {ratio['bn']:.2g}x")
         trained = {("bn" if norm else "plain"): self.runs.get((norm, depth, activation, init, lr))
                    for norm in (None, "bn")}
         ax = self.axes[1]
@@ -399,28 +470,13 @@ class GradientFlowExplorer(Explorer):
                                           else f"test accuracy {h.test_accuracy[-1]:.3f}")
                 for k, h in trained.items())
         else:
-            ax.clear()
-            ax.text(0.5, 0.5, "not trained yet:\npress 'train this configuration'", ha="center", va="center",
-                    transform=ax.transAxes)
-            ax.set_axis_off()
+            plots.plot_message(ax, "not trained yet:\npress 'train this configuration'")
             status = "this configuration has not been trained"
-        ratio = {k: v[0] / v[-1] for k, v in grad.items()}
         return (f"<p>first / last hidden layer gradient norm: without BN {ratio['plain']:.2g}, "
                 f"with BN {ratio['bn']:.2g}</p><p>{status}</p>")
 
 
 # ----------------------------------------------------------------------------- lessons 06 and 08
-def final_results(runs: dict, metric: str = "test_accuracy") -> dict:
-    """{variant: {setting: [final value of each seed]}} from runs keyed (variant, setting) or
-    (variant, setting, seed): the shape `bnlab.plots.plot_sweep` draws."""
-    finals: dict = {}
-    for key, history in runs.items():
-        name, value = key[0], key[1]
-        series = history.test_accuracy if metric == "test_accuracy" else history.metrics[metric]
-        finals.setdefault(name, {}).setdefault(value, []).append(series[-1])
-    return finals
-
-
 class SweepExplorer(Explorer):
     """Recorded runs over one swept setting (a learning rate, a batch size): on the left each
     variant's test accuracy (or training loss) during training at the chosen setting, on the right
@@ -441,7 +497,8 @@ class SweepExplorer(Explorer):
         if missing:
             raise ValueError(f"runs must hold every variant at every setting; missing {missing[:3]}")
         self.finals = final_results(runs)
-        style = {"description_width": "90px"}
+        # the setting's name labels the slider: room for about 16 characters
+        style = {"description_width": "130px"}
         controls = {
             "value": widgets.SelectionSlider(options=self.settings, value=self.settings[0] if value is None else value,
                                              description=setting, style=style, layout=widgets.Layout(width="420px")),
@@ -484,7 +541,7 @@ class MaskExplorer(Explorer):
         self.steps = steps[0]
         if len(self.images) < self.ROWS:
             raise ValueError(f"need at least {self.ROWS} images, got {len(self.images)}")
-        style = {"description_width": "90px"}
+        style = {"description_width": "100px"}
         controls = {
             "step": widgets.SelectionSlider(options=self.steps, value=self.steps[-1], description="training step",
                                             style=style, layout=widgets.Layout(width="420px")),

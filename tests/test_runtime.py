@@ -99,3 +99,47 @@ def test_environment_summary_names_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     line = environment_summary()
     assert line.endswith("the lessons will run on CUDA (NVIDIA H200)") and "none is visible" not in line
+
+
+# ----------------------------------------------------------------------------- inference_ms
+def test_inference_ms_warms_up_once_times_repeats_and_records_no_graph():
+    from torch import nn
+
+    from bnlab.runtime import inference_ms
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.calls, self.grad_enabled = nn.Linear(4, 2), 0, []
+
+        def forward(self, x):
+            self.calls += 1
+            self.grad_enabled.append(torch.is_grad_enabled())
+            return self.linear(x)
+
+    net = Counting()
+    ms = inference_ms(net, torch.randn(3, 4), repeats=7)
+    assert isinstance(ms, float) and ms > 0
+    assert net.calls == 8 and not any(net.grad_enabled)
+    assert net.linear.weight.grad is None and torch.is_grad_enabled()   # grad mode restored afterwards
+
+
+def test_inference_ms_is_the_time_per_call():
+    import time
+
+    from bnlab.runtime import inference_ms
+
+    def slow(x):
+        time.sleep(0.01)
+        return x
+
+    ms = inference_ms(slow, torch.zeros(1), repeats=5)
+    assert 9.5 < ms < 100   # 10 ms of sleep a call, not 50 ms for all five or 10 s
+
+
+@pytest.mark.parametrize("repeats", [0, -1, 2.5])
+def test_inference_ms_refuses_bad_repeats(repeats):
+    from bnlab.runtime import inference_ms
+
+    with pytest.raises(ValueError, match="repeats"):
+        inference_ms(lambda x: x, torch.zeros(1), repeats=repeats)

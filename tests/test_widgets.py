@@ -15,7 +15,7 @@ from bnlab.experiments import ioffe_fig1  # noqa: E402
 from bnlab.models import mlp  # noqa: E402
 from bnlab.train import train_classifier  # noqa: E402
 from bnlab.widgets import (ActivationExplorer, ForwardPlayground, GradientCoupling, GradientFlowExplorer,  # noqa: E402
-                           MomentumExplorer, base_sample, ramp_lag)
+                           MaskExplorer, MomentumExplorer, SweepExplorer, base_sample, ramp_lag)
 
 
 def bar_heights(ax):
@@ -193,3 +193,179 @@ def test_gradient_flow_explorer_trains_the_selected_configuration(flow):
     assert [to_hex(line.get_color()) for line in curves.lines] == [plots.COLORS["plain"], plots.COLORS["bn"]]
     flow.controls["lr"].value = 1.0  # another learning rate: not trained
     assert "not been trained" in flow.readout.value and not flow.axes[1].lines
+
+
+def test_gradient_flow_explorer_takes_a_table_and_refuses_an_incomplete_one(flow):
+    table = dict(flow.norms)
+    e = GradientFlowExplorer(digits(), steps=5, table=table)   # nothing computed: the table is used
+    assert e.norms == table and e.norms is not table
+    np.testing.assert_array_equal(e.axes[0].lines[1].get_ydata(), table[("bn", 10, "relu", "he")])
+    del table[("bn", 2, "tanh", "default")]
+    with pytest.raises(ValueError, match="missing"):
+        GradientFlowExplorer(digits(), table=table)
+
+
+def test_gradient_flow_explorer_trains_with_the_default_init(flow):
+    """'default' goes to the models as it is (models.initialize takes it): torch's own init."""
+    flow.controls["depth"].value = 2
+    flow.controls["init"].value = "default"
+    flow.controls["lr"].value = 0.1
+    flow.train_selected()
+    run = flow.runs[("bn", 2, "relu", "default", 0.1)]
+    assert len(run.loss) == 5
+    first = [m for m in run.model.modules() if isinstance(m, torch.nn.Linear)][0]
+    # after 5 small steps the weights are still near torch's default, uniform with |w| <= 1/sqrt(64);
+    # He init, N(0, 2/64), would have weights beyond 0.5
+    assert first.weight.abs().max().item() < 1.5 / 8
+
+
+# ----------------------------------------------------------------------------- lesson 02: the three terms
+@pytest.mark.parametrize("pattern", GradientCoupling.PATTERNS)
+@pytest.mark.parametrize("batch_size, gamma", [(2, 1.0), (7, 0.5), (20, 2.5)])
+def test_gradient_coupling_terms_add_up_to_the_reference_dx(pattern, batch_size, gamma):
+    from bnlab.reference import batchnorm_backward, batchnorm_forward
+
+    g = GradientCoupling()
+    terms = g.terms(batch_size, pattern, gamma)
+    assert list(terms) == list(GradientCoupling.TERMS)
+    x = g.x[:batch_size, None]
+    _, cache = batchnorm_forward(x, np.array([gamma]), np.array([0.0]), {"mode": "train"})
+    dy = g.upstream(batch_size, pattern, cache["x_hat"][:, 0])
+    dx = batchnorm_backward(dy[:, None], cache)[0][:, 0]
+    np.testing.assert_allclose(sum(terms.values()), dx, rtol=1e-10, atol=1e-13)
+    # the terms by their definitions, with the prefactor gamma / (m sqrt(var + eps)) from x itself
+    k = gamma / (batch_size * np.sqrt(x.var() + 1e-5))
+    x_hat = (x[:, 0] - x.mean()) / np.sqrt(x.var() + 1e-5)
+    own, mean, scale = terms.values()
+    np.testing.assert_allclose(own, k * batch_size * dy, rtol=1e-10)
+    np.testing.assert_allclose(mean, np.full(batch_size, -k * dy.sum()), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(scale, -k * x_hat * (dy * x_hat).sum(), rtol=1e-8, atol=1e-15)
+
+
+def test_gradient_coupling_patterns():
+    g = GradientCoupling()
+    np.testing.assert_array_equal(g.upstream(4, "two samples"), [1, -1, 0, 0])
+    largest = g.upstream(10, "only the largest sample")
+    assert largest.sum() == 1 and largest[np.argmax(g.x[:10])] == 1
+    np.testing.assert_array_equal(g.upstream(5, "random"), g.noise[:5])
+    with pytest.raises(ValueError, match="pattern"):
+        g.upstream(4, "all of them")
+    with pytest.raises(ValueError, match="batch_size"):
+        g.terms(65, "constant", 1.0)
+
+
+def test_gradient_coupling_second_panel_shows_the_terms_and_the_readout_their_sum():
+    g = GradientCoupling()
+    g.controls["pattern"].value = "two samples"
+    g.controls["batch_size"].value = 6
+    left, right = g.axes
+    assert len(left.patches) == 12 and len(right.patches) == 18      # 2 bars / 3 terms per sample
+    dx_bn, _, _ = g.compute(6, "two samples", 1.0)
+    np.testing.assert_allclose(right.lines[0].get_ydata(), dx_bn)     # the dots are dx
+    terms = g.terms(6, "two samples", 1.0)
+    heights = np.array([p.get_height() for p in right.patches]).reshape(3, 6)
+    np.testing.assert_allclose(heights, np.stack(list(terms.values())))
+    assert set(t.get_text() for t in right.get_legend().get_texts()) == {*GradientCoupling.TERMS, "their sum dx_i"}
+    assert "Σ dx = " in g.readout.value and "(≈ 0)" in g.readout.value
+
+
+# ----------------------------------------------------------------------------- every explorer: nothing clipped
+def sweep_runs():
+    from bnlab.train import History
+
+    return {(norm, lr): History(loss=[2.0, 1.0 / (i + 1)], eval_steps=[0, 5], test_accuracy=[0.1, 0.9 - 0.2 * i])
+            for norm in (None, "bn") for i, lr in enumerate((0.01, 0.1, 1.0))}
+
+
+def mask_explorer():
+    rng = np.random.default_rng(0)
+    images, masks = rng.normal(size=(4, 1, 8, 8)), rng.integers(0, 3, size=(4, 8, 8))
+    snapshots = {"plain": {0: masks, 10: masks}, "bn": {0: masks, 10: masks}}
+    return MaskExplorer(images, masks, snapshots, ("background", "a", "b"))
+
+
+@pytest.fixture(scope="module")
+def explorers(fig1_runs, flow):
+    return {"ForwardPlayground": ForwardPlayground(), "GradientCoupling": GradientCoupling(),
+            "MomentumExplorer": MomentumExplorer(steps=200), "ActivationExplorer": ActivationExplorer(fig1_runs),
+            "GradientFlowExplorer": flow, "SweepExplorer": SweepExplorer(sweep_runs()), "MaskExplorer": mask_explorer()}
+
+
+def text_px(text: str) -> float:
+    """Width in pixels of text in a 13 px sans font (JupyterLab's widget labels), measured with DejaVu
+    Sans, which is wider than the Helvetica/Arial a browser uses: an upper bound."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = RendererAgg(10, 10, 96)
+    return renderer.get_text_width_height_descent(text, FontProperties(family="DejaVu Sans", size=13 * 72 / 96),
+                                                  ismath=False)[0]
+
+
+@pytest.mark.parametrize("name", ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
+                                  "GradientFlowExplorer", "SweepExplorer", "MaskExplorer"])
+def test_control_descriptions_fit_their_width(explorers, name):
+    """Lesson 01's playground showed 'input m…': a description wider than description_width is cut."""
+    for control in explorers[name].controls.values():
+        width = control.style.description_width
+        assert width.endswith("px"), (name, control.description, width)
+        # the label keeps a few pixels of margin to the slider
+        assert text_px(control.description) + 8 <= float(width[:-2]), (name, control.description, width)
+
+
+def assert_inside(explorer, state):
+    """Every drawn artist (labels, tick labels, titles, colour bars) lies inside the rendered figure."""
+    renderer = explorer.canvas.get_renderer()
+    width, height = explorer.fig.get_size_inches()
+    slack = 1.0 / explorer.fig.dpi
+    box = explorer.fig.get_tightbbox(renderer)
+    assert box.x0 >= -slack and box.y0 >= -slack and box.x1 <= width + slack and box.y1 <= height + slack, \
+        (type(explorer).__name__, state, box.bounds, (width, height))
+    for ax in explorer.fig.axes:
+        for label in (ax.xaxis.label, ax.yaxis.label):
+            if label.get_visible() and label.get_text():
+                extent = label.get_window_extent(renderer)
+                assert extent.x0 >= -1 and extent.y0 >= -1, (state, label.get_text())
+                assert extent.x1 <= explorer.fig.bbox.x1 + 1 and extent.y1 <= explorer.fig.bbox.y1 + 1, \
+                    (state, label.get_text())
+
+
+def test_activation_explorer_keeps_every_label_inside_in_every_view(explorers):
+    """Lesson 04: the y label clipped at late steps, the last x tick of the 'over training' view."""
+    e = explorers["ActivationExplorer"]
+    for quantity in e.QUANTITIES:
+        for layer in e.controls["layer"].options:
+            for step in (e.steps[-1], e.steps[0], e.steps[len(e.steps) // 2]):
+                e.controls["quantity"].value = quantity
+                e.controls["layer"].value = layer
+                e.controls["step"].value = int(step)
+                assert bytes(e.image.value).startswith(b"\x89PNG")
+                assert_inside(e, (quantity, layer, int(step)))
+                heatmap = quantity.endswith("over training")
+                # a colour bar beside each heatmap, and none beside a histogram
+                assert len(e.fig.axes) == len(e.runs) * (2 if heatmap else 1)
+
+
+def test_a_frozen_layout_stays_frozen_while_nothing_overflows(explorers):
+    e = explorers["ActivationExplorer"]
+    e.controls["quantity"].value = "activations at this step"
+    e.controls["layer"].value = "hidden3"
+    solved = e.layouts
+    for step in e.steps:
+        e.controls["step"].value = int(step)
+    assert e.layouts == solved        # step moves redraw without re-solving the layout
+    e.controls["quantity"].value = "gradients over training"
+    assert e.layouts == solved + 1    # another kind of plot: solved once more
+
+
+@pytest.mark.parametrize("name", ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "GradientFlowExplorer",
+                                  "SweepExplorer", "MaskExplorer"])
+def test_every_explorer_keeps_its_labels_inside(explorers, name):
+    e = explorers[name]
+    assert_inside(e, "as built")
+    for control_name, control in e.controls.items():
+        options = getattr(control, "options", None)
+        values = list(options)[-1:] if options else [control.max] if hasattr(control, "max") else []
+        for value in values:
+            control.value = value
+            assert_inside(e, (control_name, value))
