@@ -44,6 +44,7 @@ class Norm:
 
 VARIANTS: dict[str, Variant] = {v.key: v for v in (
     Variant("plain", "#7f7f7f", "without BN"),              # grey
+    Variant("plain_he", "#3a3a3a", "without BN, He init"),  # dark grey: the fair baseline (lessons 05-07)
     Variant("bn", "#1f77b4", "with BN"),                     # blue
     Variant("ln", "#9467bd", "layer norm"),                  # purple
     Variant("gn", "#2ca02c", "group norm"),                  # green

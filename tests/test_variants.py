@@ -9,7 +9,8 @@ from bnlab import layers, models, plots, variants
 
 # the course's colours, as the lessons' prose names them (grey without BN, blue BN, green GroupNorm ...)
 COURSE_COLOURS = {"plain": "#7f7f7f", "bn": "#1f77b4", "ln": "#9467bd", "gn": "#2ca02c", "mistake": "#d62728",
-                  "running": "#ff7f0e", "in": "#8c564b", "brn": "#17becf", "rbn": "#e377c2", "frozen": "#bcbd22"}
+                  "running": "#ff7f0e", "in": "#8c564b", "brn": "#17becf", "rbn": "#e377c2", "frozen": "#bcbd22",
+                  "plain_he": "#3a3a3a"}
 
 
 def test_every_variant_has_its_course_colour_and_a_label():
