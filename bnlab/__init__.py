@@ -8,10 +8,21 @@
 """
 
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
-from .functional import batch_norm, batch_norm_plain, batch_renorm, range_batch_norm
 from .folding import count_batchnorms, fold_batchnorm
-from .layers import (BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchRenorm, BatchRenorm1d,
-                     BatchRenorm2d, RangeBatchNorm, RangeBatchNorm1d, RangeBatchNorm2d, is_batchnorm)
+from .functional import batch_norm, batch_norm_plain, batch_renorm, range_batch_norm
+from .layers import (
+                     BatchNorm,
+                     BatchNorm1d,
+                     BatchNorm2d,
+                     BatchNorm3d,
+                     BatchRenorm,
+                     BatchRenorm1d,
+                     BatchRenorm2d,
+                     RangeBatchNorm,
+                     RangeBatchNorm1d,
+                     RangeBatchNorm2d,
+                     is_batchnorm,
+)
 from .runtime import pick_device, setup
 
 __version__ = "0.1.0"

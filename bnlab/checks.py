@@ -118,8 +118,8 @@ def mask_measurements(text: str) -> str:
         "with BN         0.232  0.909"        ->  "with BN##"
         "lr 1: NaN @ step 4"                  ->  "lr#:#@ step#"
         "✓ BN is above 90% from batch 8 up"   ->  unchanged
-        "✓ x matches y (tolerance: max |difference| <= 1e-10)  [measured: max_difference=3e-16]"
-                                              ->  "✓ x matches y (tolerance: max |difference| <= 1e-10)  [measured: max_difference=#]"
+        "✓ x equals y (tolerance: max |difference| <= 1e-10)  [measured: max_difference=3e-16]"
+            ->  "✓ x equals y (tolerance: max |difference| <= 1e-10)  [measured: max_difference=#]"
     """
     lines = []
     for line in text.split("\n"):

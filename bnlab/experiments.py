@@ -335,8 +335,8 @@ def gradient_flow_table(x: torch.Tensor, y: torch.Tensor, depths=(2, 5, 10, 20, 
     {(norm, depth, activation, init): ||dL/dW_l|| for l = 1..depth} (`weight_grad_norms` of a
     `deep_mlp`, seeded with seed before each net, so a net's weights do not depend on the grid).
 
-    x: (N, features), y: (N,) class indices; the head has num_classes outputs (default y.max() + 1). init: 'he', 'lecun',
-    'default' (torch's) or a std, as `bnlab.models.initialize` takes it.
+    x: (N, features), y: (N,) class indices; the head has num_classes outputs (default y.max() + 1).
+    init: 'he', 'lecun', 'default' (torch's) or a std, as `bnlab.models.initialize` takes it.
     """
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
         raise ValueError(f"x must be (N, features) and y (N,), got shapes {tuple(x.shape)} and {tuple(y.shape)}")

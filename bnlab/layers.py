@@ -20,8 +20,15 @@ import torch
 from torch import nn
 
 # the functionals lived here before bnlab.functional held them all; old imports keep working
-from .functional import (RANGE_CORRECTIONS, batch_norm, batch_renorm, check_renorm_limits,
-                         expected_gaussian_range, range_batch_norm, range_correction)
+from .functional import (
+    RANGE_CORRECTIONS,
+    batch_norm,
+    batch_renorm,
+    check_renorm_limits,
+    expected_gaussian_range,
+    range_batch_norm,
+    range_correction,
+)
 
 __all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
            "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d",

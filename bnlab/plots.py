@@ -448,7 +448,8 @@ def plot_curves(histories: dict, quantity: str = "test_accuracy", ax=None, title
     ax.set_xlabel("training step")
     ax.set_ylabel(names.get(quantity, quantity))
     if title is None:
-        what = "Training loss" if quantity == "loss" else names.get(quantity, quantity).capitalize() + " during training"
+        what = ("Training loss" if quantity == "loss"
+                else names.get(quantity, quantity).capitalize() + " during training")
         if finals and len(histories) > 1:
             best = (min if quantity == "loss" else max)(finals, key=finals.get)
             what += f": {_legend_label(best)} ends best ({finals[best]:.3g})"
@@ -486,7 +487,8 @@ def plot_sweep(finals: dict, setting: str, ax=None, title: str | None = None, yl
     return fig
 
 
-def plot_masks(images, masks, predictions: dict, class_names, n: int = 4, axes=None, title: str | None = None) -> Figure:
+def plot_masks(images, masks, predictions: dict, class_names, n: int = 4, axes=None,
+               title: str | None = None) -> Figure:
     """n test images, their true masks and each model's predicted masks, one row per image.
 
     images: (N, 1, H, W); masks: (N, H, W) class indices; predictions: {label: (N, H, W)}. Classes
@@ -496,7 +498,8 @@ def plot_masks(images, masks, predictions: dict, class_names, n: int = 4, axes=N
         _, axes = plt.subplots(n, columns, figsize=(1.6 * columns, 1.6 * n + 0.4), layout="constrained",
                                squeeze=False)
     fig = axes[0][0].figure
-    cmap = matplotlib.colors.ListedColormap(["black", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"][:len(class_names)])
+    class_colors = ["black", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+    cmap = matplotlib.colors.ListedColormap(class_colors[:len(class_names)])
     titles = ["image", "true mask"] + [LABELS.get(label, label) for label in predictions]
     for row in range(n):
         panels = [images[row, 0], masks[row]] + [p[row] for p in predictions.values()]

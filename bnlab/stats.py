@@ -47,7 +47,8 @@ class NumpyOps:
     """
 
     stack = staticmethod(lambda tensors: np.stack([t.numpy() for t in tensors]).astype(np.float32, copy=False))
-    concat = staticmethod(lambda parts: np.concatenate([np.asarray(p, np.float32).reshape(len(p), -1) for p in parts], 1))
+    concat = staticmethod(lambda parts: np.concatenate([np.asarray(p, np.float32).reshape(len(p), -1)
+                                                        for p in parts], 1))
     to_numpy = staticmethod(lambda a: a)
     column = staticmethod(lambda values, like: np.asarray(values, np.float32)[:, None])
     norm = staticmethod(lambda a: np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64)))

@@ -26,7 +26,8 @@ from .probes import Probe, Recording
 from .runtime import pick_device
 
 __all__ = ["History", "TrainConfig", "OPTIMIZERS", "make_optimizer", "train_classifier", "train_segmenter",
-           "segmentation_scores", "mask_scores", "iou", "freeze_batchnorm", "recompute_batchnorm_statistics", "accuracy", "batched_accuracy"]
+           "segmentation_scores", "mask_scores", "iou", "freeze_batchnorm", "recompute_batchnorm_statistics",
+           "accuracy", "batched_accuracy"]
 
 OPTIMIZERS = ("sgd", "adam")
 

@@ -26,7 +26,7 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from . import plots
 from .data import base_sample, drifting_batches
 from .experiments import final_results, gradient_flow_table, ramp_lag
-from .reference import batchnorm_forward, batchnorm_backward, running_average
+from .reference import batchnorm_backward, batchnorm_forward, running_average
 
 __all__ = ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
            "GradientFlowExplorer", "SweepExplorer", "MaskExplorer",
@@ -150,7 +150,8 @@ class ForwardPlayground(Explorer):
         slider = dict(continuous_update=True, style=style, layout=widgets.Layout(width="330px"))
         controls = {
             "mean": widgets.FloatSlider(value=5.0, min=-50, max=50, step=0.5, description="input mean", **slider),
-            "scale": widgets.FloatLogSlider(value=3.0, base=10, min=-3, max=2, step=0.05, description="input std", **slider),
+            "scale": widgets.FloatLogSlider(value=3.0, base=10, min=-3, max=2, step=0.05, description="input std",
+                                            **slider),
             "batch_size": widgets.IntSlider(value=64, min=2, max=512, description="batch size", **slider),
             "gamma": widgets.FloatSlider(value=1.0, min=-3, max=3, step=0.1, description="γ", **slider),
             "beta": widgets.FloatSlider(value=0.0, min=-3, max=3, step=0.1, description="β", **slider),
@@ -279,7 +280,8 @@ class GradientCoupling(Explorer):
                                   title="dx_i = own + mean + scale term;\nsummed over the batch they cancel: Σ dx = 0")
         sums = " &nbsp; ".join(f"Σ {html.escape(name.split(':')[0])} = {t.sum():+.3g}" for name, t in terms.items())
         return (f"<p>with batch statistics: <b>Σ dx = {dx_bn.sum():+.2e}</b> (≈ 0), "
-                f"Σ dx·x̂ = {(dx_bn * x_hat).sum():+.2e} &nbsp;|&nbsp; statistics fixed: Σ dx = {dx_fixed.sum():+.3f}</p>"
+                f"Σ dx·x̂ = {(dx_bn * x_hat).sum():+.2e} &nbsp;|&nbsp; "
+                f"statistics fixed: Σ dx = {dx_fixed.sum():+.3f}</p>"
                 f"<p>the terms summed over the batch: {sums} (own and mean cancel; Σ x̂ = 0 removes the scale term)</p>")
 
 
@@ -418,7 +420,8 @@ class GradientFlowExplorer(Explorer):
         missing = [(norm, d, a, i) for d in self.DEPTHS for a in self.ACTIVATIONS for i in self.INITS
                    for norm in (None, "bn") if (norm, d, a, i) not in table]
         if missing:
-            raise ValueError(f"table must hold every (norm, depth, activation, init) of the menus; missing {missing[:3]}")
+            raise ValueError("table must hold every (norm, depth, activation, init) of the menus; "
+                             f"missing {missing[:3]}")
         self.norms = dict(table)
         style = {"description_width": "100px"}
         controls = {

@@ -16,7 +16,8 @@ from torch import nn
 # torch >= 2.10 has BatchNorm(..., *, bias=True). Ours has it with every torch; comparisons of
 # bias=False against torch's module need a torch that has it too.
 TORCH_BN_HAS_BIAS = "bias" in inspect.signature(nn.BatchNorm2d.__init__).parameters
-needs_torch_bn_bias = pytest.mark.skipif(not TORCH_BN_HAS_BIAS, reason="torch's BatchNorm(bias=...) needs torch >= 2.10")
+needs_torch_bn_bias = pytest.mark.skipif(not TORCH_BN_HAS_BIAS,
+                                         reason="torch's BatchNorm(bias=...) needs torch >= 2.10")
 
 
 @st.composite

@@ -1,8 +1,7 @@
 """The course map lists every notebook in notebooks/ and links exactly those that exist."""
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import pytest
 

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from bnlab.data import digits
-from bnlab.experiments import (BN_RELU_GROWTH, deep_mlp, growth_factor, ioffe_fig1, lr_sweep,
-                               weight_grad_norms)
+from bnlab.experiments import BN_RELU_GROWTH, deep_mlp, growth_factor, ioffe_fig1, lr_sweep, weight_grad_norms
 from bnlab.models import conv_net, encoder_decoder, initialize, mlp
 from bnlab.train import History
 
@@ -256,8 +255,7 @@ def test_ioffe_fig1_records_the_sigmoid_inputs(data):
 
 
 # ----------------------------------------------------------------------------- lesson 04 and 05 helpers
-from bnlab.experiments import (BN_RELU_GROWTH, bn_gradient_growth, nonlinearity_inputs,  # noqa: E402
-                               residual_mlp, weight_gradient_alignment)
+from bnlab.experiments import bn_gradient_growth, nonlinearity_inputs, residual_mlp, weight_gradient_alignment  # noqa: E402
 
 
 def test_bn_gradient_growth_is_the_closed_form_for_relu():

@@ -76,7 +76,8 @@ def test_base_sample_standardized_per_shape_and_seeded():
         assert z.shape == (400,) and abs(z.mean()) < 1e-12 and z.std() == pytest.approx(1.0)
         np.testing.assert_array_equal(z, base_sample(shape, 400, seed=1))
         assert not np.array_equal(z, base_sample(shape, 400, seed=2))
-    skew = lambda z: float(np.mean(z ** 3))
+    def skew(z):
+        return float(np.mean(z ** 3))
     assert skew(base_sample("skewed", 2000)) > 1.0 and abs(skew(base_sample("normal", 2000))) < 0.3
     # bimodal: few values near the middle, between the two modes at about +-1
     assert np.mean(np.abs(base_sample("bimodal", 2000)) < 0.3) < 0.05

@@ -8,11 +8,11 @@ import copy
 
 import pytest
 import torch
+from bn_testing import assert_close, max_err, needs_torch_bn_bias
 from torch import nn
 
 import bnlab
 import bnlab.layers as L
-from bn_testing import assert_close, max_err, needs_torch_bn_bias
 from bnlab.folding import FOLDABLE_NORMS, count_batchnorms, fold_batchnorm
 
 NORMS_2D = [nn.BatchNorm2d, bnlab.BatchNorm2d, L.BatchRenorm2d, L.RangeBatchNorm2d]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from bn_testing import assert_close, bn_shapes, max_err, random_bn_input
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnlab
-from bn_testing import assert_close, bn_shapes, max_err, random_bn_input
 
 HYPO = settings(max_examples=100, deadline=None, derandomize=True)
 DTYPES = st.sampled_from([torch.float64, torch.float32])
@@ -56,7 +56,8 @@ class Runs:
 
     def __init__(self, dtype, running):
         self.dtype = dtype
-        clone = lambda t, dt=None: None if t is None else t.clone().to(dt or t.dtype)
+        def clone(t, dt=None):
+            return None if t is None else t.clone().to(dt or t.dtype)
         self.stats = {"ours": [clone(t) for t in running], "torch": [clone(t) for t in running],
                       "truth": [clone(t, torch.float64) for t in running]}
 

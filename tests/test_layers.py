@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
+from bn_testing import TORCH_BN_HAS_BIAS, max_err, needs_torch_bn_bias, random_bn_input, share_affine
 from torch import nn
 
 import bnlab
-from bn_testing import TORCH_BN_HAS_BIAS, max_err, needs_torch_bn_bias, random_bn_input, share_affine
 
 TOL = 1e-10  # float64 everywhere in this file
 

@@ -27,9 +27,11 @@ COMMITTED_OUTPUT = "test accuracy 0.953\n✓ accuracy above 90%\n"
 
 # What the same cell does today, in each case, and whether nbval should pass it.
 CASES = {
-    "numbers_changed": ('acc = 0.9412\nprint(f"test accuracy {acc:.4f}")\ncheck(acc > 0.9, "accuracy above 90%")', True),
+    "numbers_changed": ('acc = 0.9412\nprint(f"test accuracy {acc:.4f}")\n'
+                        'check(acc > 0.9, "accuracy above 90%")', True),
     "claim_broken": ('acc = 0.853\nprint(f"test accuracy {acc:.3f}")\ncheck(acc > 0.9, "accuracy above 90%")', False),
-    "claim_reworded": ('acc = 0.953\nprint(f"test accuracy {acc:.3f}")\ncheck(acc > 0.95, "accuracy above 95%")', False),
+    "claim_reworded": ('acc = 0.953\nprint(f"test accuracy {acc:.3f}")\n'
+                       'check(acc > 0.95, "accuracy above 95%")', False),
     "line_added": (COMMITTED_SOURCE + '\nprint("and one line more")', False),
     "line_reworded": ('acc = 0.953\nprint(f"train accuracy {acc:.3f}")\ncheck(acc > 0.9, "accuracy above 90%")', False),
     "claim_dropped": ('acc = 0.953\nprint(f"test accuracy {acc:.3f}")', False),

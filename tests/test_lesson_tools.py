@@ -14,7 +14,6 @@ from torch import nn
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
 import bnlab.runtime  # noqa: E402
@@ -26,7 +25,6 @@ from bnlab.models import mlp  # noqa: E402
 from bnlab.runtime import elapsed, on_accelerator  # noqa: E402
 from bnlab.train import History, accuracy, freeze_batchnorm, train_classifier  # noqa: E402
 from bnlab.widgets import SweepExplorer, final_results  # noqa: E402
-
 
 pytestmark = pytest.mark.usefixtures("one_thread", "close_figures")
 
@@ -495,7 +493,8 @@ def test_vary_scans_is_a_per_image_affine_map():
             slope, offset = np.polyfit(a.numpy(), b.numpy(), 1)
             assert np.exp(-1) - 1e-4 <= slope <= np.exp(1) + 1e-4 and abs(offset) <= 1 + 1e-4
             assert np.allclose(slope * a.numpy() + offset, b.numpy(), atol=1e-4)
-    gains = [np.polyfit(a.numpy(), b.numpy(), 1)[0] for a, b in zip(base.x_train[:50].flatten(1), varied.x_train[:50].flatten(1))]
+    pairs = zip(base.x_train[:50].flatten(1), varied.x_train[:50].flatten(1))
+    gains = [np.polyfit(a.numpy(), b.numpy(), 1)[0] for a, b in pairs]
     assert np.std(np.log(gains)) > 0.3                      # the gains really differ from scan to scan
     assert torch.equal(vary_scans(base, spread=0.0).x_train, base.x_train)
     assert torch.equal(vary_scans(base, seed=3).x_train, varied.x_train)

@@ -26,7 +26,8 @@ EPS = 1e-5
 
 def correct_bn(x, gamma=None, beta=None, eps=EPS):
     """The right training-mode BN of a NumPy array, by torch: gamma * (x - mu) / sqrt(var + eps) + beta."""
-    t = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.float64))
+    def t(a):
+        return None if a is None else torch.as_tensor(np.asarray(a, dtype=np.float64))
     return F.batch_norm(t(x), None, None, t(gamma), t(beta), training=True, eps=eps).numpy()
 
 

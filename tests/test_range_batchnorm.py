@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from bn_testing import max_err, random_bn_input
 from torch import nn
 
 import bnlab.layers as L
-from bn_testing import max_err, random_bn_input
 
 TOL = 1e-10  # float64
 

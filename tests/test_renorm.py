@@ -9,10 +9,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from bn_testing import max_err, random_bn_input, share_affine
 from torch import nn
 
 import bnlab.layers as L
-from bn_testing import max_err, random_bn_input, share_affine
 from bnlab.reference import batchnorm_backward, batchnorm_forward
 
 TOL = 1e-10  # float64 everywhere in this file

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bn_testing import max_err, random_bn_input
 from torch import nn
 
 import bnlab
 from bnlab import layers as L
-from bn_testing import max_err, random_bn_input
 
 TOL = 1e-10
 KINDS = [L.BatchNorm1d, L.BatchRenorm1d, L.RangeBatchNorm1d]

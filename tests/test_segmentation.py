@@ -19,7 +19,6 @@ from bnlab.models import encoder_decoder  # noqa: E402
 from bnlab.train import History, segmentation_scores, train_segmenter  # noqa: E402
 from bnlab.widgets import MaskExplorer  # noqa: E402
 
-
 pytestmark = pytest.mark.usefixtures("one_thread", "close_figures")
 
 

@@ -169,7 +169,8 @@ def test_missing_python_is_named_with_the_fix(tmp_path):
 
 
 def test_old_python_is_named_with_the_fix(tmp_path):
-    old = _python_wrapper(tmp_path, "python3.8", {"sitecustomize.py": "import sys\nsys.version_info = (3, 8, 18, 'final', 0)\n"})
+    old = _python_wrapper(tmp_path, "python3.8",
+                          {"sitecustomize.py": "import sys\nsys.version_info = (3, 8, 18, 'final', 0)\n"})
     line = _one_error_line(make("setup", f"VENV={tmp_path / 'venv'}", f"PYTHON={old}"))
     assert "needs Python >= 3.10" in line and "is 3.8" in line and "PYTHON=" in line
     assert not (tmp_path / "venv").exists()

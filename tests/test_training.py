@@ -69,7 +69,8 @@ def test_batched_accuracy_counts_per_batch_predictions():
     """A predictor that is right only on full batches of 4 shows the batching matters to it."""
     x = torch.arange(10.0).unsqueeze(1)
     y = torch.zeros(10, dtype=torch.int64)
-    predict = lambda xb: torch.tensor([[1.0, 0.0]] * len(xb)) if len(xb) == 4 else torch.tensor([[0.0, 1.0]] * len(xb))
+    def predict(xb):
+        return torch.tensor([[1.0, 0.0]] * len(xb)) if len(xb) == 4 else torch.tensor([[0.0, 1.0]] * len(xb))
     assert batched_accuracy(predict, x, y, 4) == 0.8   # batches of 4, 4, 2
     assert batched_accuracy(predict, x, y, 10) == 0.0
     with pytest.raises(ValueError, match="batch_size"):

@@ -14,8 +14,17 @@ from bnlab.data import digits, gaussian_blobs  # noqa: E402
 from bnlab.experiments import ioffe_fig1  # noqa: E402
 from bnlab.models import mlp  # noqa: E402
 from bnlab.train import train_classifier  # noqa: E402
-from bnlab.widgets import (ActivationExplorer, ForwardPlayground, GradientCoupling, GradientFlowExplorer,  # noqa: E402
-                           MaskExplorer, MomentumExplorer, SweepExplorer, base_sample, ramp_lag)
+from bnlab.widgets import (  # noqa: E402
+    ActivationExplorer,
+    ForwardPlayground,
+    GradientCoupling,
+    GradientFlowExplorer,
+    MaskExplorer,
+    MomentumExplorer,
+    SweepExplorer,
+    base_sample,
+    ramp_lag,
+)
 
 
 def bar_heights(ax):

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from labdriver import CHROMIUM, CHROMIUM_ARGS, LabServer, expect, sync_playwright
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "e2e-artifacts"

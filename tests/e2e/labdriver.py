@@ -26,7 +26,7 @@ import PIL.Image
 import PIL.ImageChops
 
 try:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect, sync_playwright  # noqa: F401  (re-exported to the e2e tests)
 except ImportError as error:  # under `make e2e` a missing driver must fail loudly, never skip
     raise ImportError(f"{error}: the end-to-end tests drive Chromium with Playwright; "
                       "`make e2e` installs it into .venv (pip install -e '.[e2e]')") from error

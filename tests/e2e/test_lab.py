@@ -10,9 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from labdriver import (WIDGET_VIEW, cell_errors, changed_fraction, expect, image_source, open_notebook,
-                       run_all, unrendered_widgets, wait_until_loaded)
+from labdriver import (
+    WIDGET_VIEW,
+    cell_errors,
+    changed_fraction,
+    expect,
+    image_source,
+    open_notebook,
+    run_all,
+    unrendered_widgets,
+    wait_until_loaded,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 # Moving the sliders below changes about 15 % of the figure's pixels (bars, ticks, titles); two
