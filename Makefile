@@ -38,7 +38,7 @@ NBVAL := --nbval --nbval-current-env
 # This machine's pip.conf names local indexes that do not exist; the warnings drown real errors.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup lab test unit nbval e2e lint bench execute clean
+.PHONY: setup lab test unit nbval e2e lint homework bench execute clean
 
 # Set-up, in one shell script so that each way it can fail ends in one line that says how to fix it.
 # Nothing happens when .venv is set up for this pyproject.toml and for TORCH (when TORCH is given).
@@ -119,6 +119,13 @@ e2e: setup
 lint: setup
 	@[ $(LINT_STAMP) -nt $(STAMP) ] || { $(PY) -m pip install -q -e ".[lint]" 2>&1 | $(QUIET_PIP); touch $(LINT_STAMP); }
 	$(VENV)/bin/ruff check $(LINTED)
+
+# Homework: execute the solutions in place, then write the student versions from them (solution
+# blocks replaced by stubs, outputs cleared; bnlab/assignments.py). A test fails when they drift apart.
+homework: setup
+	cd notebooks/homework/solutions && ../../../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.store_widget_state=True *.ipynb
+	$(PY) -m bnlab.assignments notebooks/homework/solutions notebooks/homework
 
 # Re-execute every lesson in place, top to bottom, as students should find them.
 execute: setup

@@ -37,7 +37,7 @@ LESSONS = (
     Lesson("11", "11_recurrent_and_beyond", "Recurrent nets and beyond", "Why do RNNs and transformers use other normalizations?", "004"),
     Lesson("12", "12_many_devices", "Many devices", "What happens to BN statistics across GPUs or processes (SyncBatchNorm)?", "–"),
     Lesson("13", "13_myths_and_mistakes", "Myths and mistakes", "Which popular claims about BN are wrong, and how can we show it?", "all"),
-    Lesson("H", "homework", "Homework", "Exercises that students fill in, checked by `bnlab.checks` with hints", "–"),
+    Lesson("H", "homework/h1_forward_and_running_stats", "Homework H1–H4", "Forward and running statistics, backward, a torch module, BN in a real model: filled in by students, checked by `bnlab.homework`, which names the mistake", "000, 002, 003"),
 )
 
 
