@@ -8,6 +8,7 @@
 """
 
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
+from .doctor import doctor
 from .folding import count_batchnorms, fold_batchnorm
 from .functional import batch_norm, batch_norm_plain, batch_renorm, range_batch_norm
 from .layers import (
@@ -34,4 +35,5 @@ __all__ = [
     "fold_batchnorm", "count_batchnorms",
     "CheckFailed", "check", "check_close", "numerical_gradient", "rel_error",
     "pick_device", "setup",
+    "doctor",
 ]

@@ -8,6 +8,11 @@ finite differences.
 Batch norm and layer norm share one graph and differ only in the axes the statistics are taken
 over: BN over the batch (and spatial positions), one (mu, var) per channel; LN over each sample's
 features, one (mu, var) per sample.
+
+The interface is CS231n's (assignment 2): ``batchnorm_forward(x, gamma, beta, bn_param)`` with
+``bn_param['mode']`` 'train' or 'eval', or 'test' as CS231n calls it, so their notebook cells run on
+this module (tests/test_cs231n_checks.py re-creates them). Their ``batchnorm_backward`` is our
+staged one, their ``batchnorm_backward_alt`` our compact ``batchnorm_backward``.
 """
 
 from __future__ import annotations
@@ -105,6 +110,11 @@ def _check_dout(dout, c):
 
 
 # ----------------------------------------------------------------------------- batch norm
+# bn_param['mode'] -> the mode the cache records. CS231n's assignments call evaluation 'test'; one
+# name inside, so the backward passes test a single value
+_MODES = {"train": "train", "eval": "eval", "test": "eval"}
+
+
 def batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization, forward pass.
 
@@ -113,21 +123,28 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         x_hat = (x - mu) / sqrt(var + eps),   y = gamma * x_hat + beta
 
     x: (N, D) or (N, C, *spatial); gamma, beta: (C,). bn_param is a dict:
-        mode: 'train' or 'eval' (required);  eps: default 1e-5;
+        mode: 'train' or 'eval' (required); 'test' is accepted as CS231n's name for 'eval', so
+              their test cells run unchanged, and bn_param['mode'] is left as given;
+        eps: default 1e-5;
         momentum: default 0.1, PyTorch's convention new = (1 - momentum) * old + momentum * batch;
                   None means a cumulative average over all batches seen so far;
         running_mean, running_var: (C,) arrays, created as zeros / ones when missing and updated
                   in place in 'train' mode (running_var with the unbiased batch variance, as torch).
     In 'eval' mode x is normalized with running_mean and running_var; nothing is updated.
-    Returns (y, cache); the cache feeds batchnorm_backward and batchnorm_backward_staged.
+    The (N, C, H, W) input is CS231n's spatial batch norm (spatial_batchnorm_forward): the statistics
+    are taken over N, H and W, one (mu, var) per channel, without the transposes and reshapes.
+    Note CS231n's own momentum (0.9 on the old value) is torch momentum 0.1, this default.
+    Returns (y, cache); the cache feeds batchnorm_backward and batchnorm_backward_staged, whose
+    cache['mode'] is 'train' or 'eval' ('test' already mapped).
     """
     _check_array(x, "x", 2)
     C = x.shape[1]
     _check_param(gamma, "gamma", (C,))
     _check_param(beta, "beta", (C,))
-    mode = bn_param.get("mode")
-    if mode not in ("train", "eval"):
-        raise ValueError(f"bn_param['mode'] must be 'train' or 'eval', got {mode!r}")
+    given = bn_param.get("mode")
+    mode = _MODES.get(given) if isinstance(given, str) else None
+    if mode is None:
+        raise ValueError(f"bn_param['mode'] must be 'train' or 'eval' (or CS231n's 'test'), got {given!r}")
     eps = _check_eps(bn_param.get("eps", 1e-5))
     momentum = bn_param.get("momentum", 0.1)
     if momentum is not None and not 0.0 <= momentum <= 1.0:

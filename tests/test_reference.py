@@ -142,6 +142,28 @@ def test_momentum_none_is_cumulative_average_like_torch(shape):
     assert bn_param["num_batches_tracked"] == bn.num_batches_tracked.item() == 5
 
 
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_cs231n_test_mode_is_eval(shape):
+    """CS231n calls evaluation 'test': {'mode': 'test'} normalizes with the running statistics, as
+    torch's eval mode does, leaves them and bn_param['mode'] unchanged, and its cache gives the eval
+    backward (statistics as constants) in both backward forms."""
+    x, gamma, beta, dout = _bn_data(shape, seed=4)
+    rm, rv = _running(shape[1])
+    bn_param = {"mode": "test", "running_mean": rm.copy(), "running_var": rv.copy()}
+    out, cache = batchnorm_forward(x, gamma, beta, bn_param)
+    ref_out, dx_t, dgamma_t, dbeta_t = _torch_bn(x, gamma, beta, dout, "eval", (rm, rv))
+    assert _max_diff(out, ref_out) <= TOL
+    assert bn_param["mode"] == "test"
+    assert np.array_equal(bn_param["running_mean"], rm) and np.array_equal(bn_param["running_var"], rv)
+    for backward in BACKWARDS:
+        dx, dgamma, dbeta = backward(dout, cache)
+        assert _max_diff(dx, dx_t) <= TOL and _max_diff(dgamma, dgamma_t) <= TOL and _max_diff(dbeta, dbeta_t) <= TOL
+    # and it differs from training mode on the same data, so the check above can tell them apart
+    train_out, _ = batchnorm_forward(x, gamma, beta, {"mode": "train", "running_mean": rm.copy(),
+                                                       "running_var": rv.copy()})
+    assert _max_diff(out, train_out) > 1e-2
+
+
 def test_eval_mode_does_not_update_running_stats():
     x, gamma, beta, _ = _bn_data((6, 4))
     rm, rv = _running(4)
@@ -323,7 +345,7 @@ def test_wrong_param_shape_is_rejected(which):
         layernorm_forward(x, params["gamma"], params["beta"])
 
 
-@pytest.mark.parametrize("mode", [None, "test", "Train"])
+@pytest.mark.parametrize("mode", [None, "Test", "Train", "inference", ["test"]])
 def test_bad_mode_is_rejected(mode):
     x, gamma, beta = _good()
     with pytest.raises(ValueError, match="mode"):
