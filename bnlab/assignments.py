@@ -54,14 +54,15 @@ def _strip_solutions(source: str, where: str) -> str:
 
 def student_version(notebook: dict, name: str = "notebook") -> dict:
     """The student version of a solution notebook (nbformat 4 JSON as a dict): solution blocks
-    replaced by the stub, cells tagged 'solution' removed, outputs and execution counts cleared,
-    widget state dropped. Raises ValueError for unbalanced markers, naming the cell."""
+    replaced by the stub, cells tagged 'solution' removed, outputs, execution counts and times
+    cleared, widget state dropped. Raises ValueError for unbalanced markers, naming the cell."""
     student = copy.deepcopy(notebook)
     cells = []
     for index, cell in enumerate(student.get("cells", [])):
         if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
             continue
         source = "".join(cell.get("source", ""))
+        cell.get("metadata", {}).pop("execution", None)   # the teacher's run times
         if cell.get("cell_type") == "code":
             source = _strip_solutions(source, f"{name}, cell {index}")
             cell["outputs"], cell["execution_count"] = [], None
@@ -107,8 +108,8 @@ def drift(solutions: str | Path, students: str | Path) -> list[str]:
     problems += [f"{name}: differs from its solution's student version, run `make homework`"
                  for name, text in expected.items()
                  if (Path(students) / name).exists() and (Path(students) / name).read_text(encoding="utf-8") != text]
-    problems += [f"{path.name}: has no solution notebook in {solutions}" for path in sorted(Path(students).glob("*.ipynb"))
-                 if path.name not in expected]
+    problems += [f"{path.name}: has no solution notebook in {solutions}"
+                 for path in sorted(Path(students).glob("*.ipynb")) if path.name not in expected]
     return problems
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .checks import CheckFailed, check
 
-__all__ = ["check_batchnorm_forward", "check_batchnorm_backward", "check_batchnorm_module",
+__all__ = ["check_batchnorm_forward", "check_batchnorm_backward", "check_batchnorm_module", "attempt",
            "HomeworkCheckFailed", "MISTAKES", "CONVENTIONS"]
 
 # id -> (what the code does, a hint towards the fix)
@@ -120,6 +120,21 @@ def _call(fn, args, what: str):
     except Exception as e:  # the student's bug, whatever it is, becomes a failed check
         _fail(f"{what} raised {type(e).__name__}: {e}", None,
               "read the exception: it comes from your code, run on the input described above")
+
+
+def attempt(function, *args, **kwargs):
+    """function(*args, **kwargs) for a check cell of a task without its own checker: the result, or
+    HomeworkCheckFailed('not_implemented') when the function still raises NotImplementedError or
+    returns None, as an untouched stub does. Any other exception propagates: it is the student's to read."""
+    name = getattr(function, "__name__", "the function")
+    try:
+        result = function(*args, **kwargs)
+    except NotImplementedError:
+        _fail(f"{name} raised NotImplementedError", "not_implemented",
+              f"write {name} in the cell above, in place of its raise NotImplementedError line")
+    if result is None:
+        _fail(f"{name} returned None", "not_implemented", f"{name} must return its result")
+    return result
 
 
 def _as_array(value, name: str, shape: tuple) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from pathlib import Path
 
 from nbval.plugin import IPyNbCell
 
@@ -34,7 +35,14 @@ IPyNbCell.sanitize = _sanitize
 
 # The student versions of the homework are committed clean, to be filled in: nbval runs the executed
 # solutions in homework/solutions/, and tests/test_assignments.py runs the student versions.
-collect_ignore_glob = ["homework/*.ipynb"]
+_STUDENT_VERSIONS = Path(__file__).resolve().parent / "homework"
+
+
+def pytest_ignore_collect(collection_path):
+    # (collect_ignore_glob would match homework/solutions/ too: fnmatch's * crosses folders)
+    if collection_path.suffix == ".ipynb" and collection_path.resolve().parent == _STUDENT_VERSIONS:
+        return True
+    return None
 
 _seconds = defaultdict(float)
 _failures = []  # (nodeid, one line saying what failed)

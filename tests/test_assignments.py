@@ -31,7 +31,8 @@ def _md(source):
 
 # ----------------------------------------------------------------------------- student_version
 def test_solution_blocks_become_stubs_at_their_indentation():
-    solution = _nb(_code("def f(x):\n    y = 1\n    # BEGIN SOLUTION\n    y = x * 2\n    # END SOLUTION\n    return y\n"))
+    solution = _nb(_code("def f(x):\n    y = 1\n    # BEGIN SOLUTION\n    y = x * 2\n    # END SOLUTION\n"
+                         "    return y\n"))
     source = "".join(student_version(solution)["cells"][0]["source"])
     assert source == f"def f(x):\n    y = 1\n    {STUB}\n    return y\n"
     namespace = {}
@@ -107,5 +108,17 @@ def test_a_student_version_fails_at_its_first_check_with_the_not_implemented_hin
     assert errors, "the student version ran through without a failing check"
     first, error = errors[0]
     assert STUB not in notebook.cells[first].source, "the first error must come from a check cell, not a stub"
-    assert error.ename == "CheckFailed" and "not_implemented" in error.evalue, (error.ename, error.evalue)
+    assert error.ename in ("CheckFailed", "HomeworkCheckFailed"), (error.ename, error.evalue)
+    assert "not_implemented" in error.evalue
     assert "hint" in error.evalue.lower()
+
+
+def test_nbval_runs_the_solutions_and_leaves_the_student_versions_alone():
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "pytest", str(HOMEWORK), "--nbval", "--nbval-current-env",
+                             "--collect-only", "-q", "-p", "no:cacheprovider"],
+                            capture_output=True, text=True, cwd=HOMEWORK.parents[1]).stdout
+    collected = {line.split("::")[0] for line in listed.splitlines() if ".ipynb::" in line}
+    assert collected == {f"notebooks/homework/solutions/{name}" for name in ASSIGNMENTS}, listed[-2000:]

@@ -350,3 +350,28 @@ def test_module_checker_survives_wrong_answers(cls, words):
     failure = _mistake_of(lambda: check_batchnorm_module(cls))
     assert failure.mistake is None
     assert words in str(failure)
+
+
+# ----------------------------------------------------------------------------- attempt
+def test_attempt_returns_the_result_and_names_an_untouched_stub():
+    from bnlab.homework import HomeworkCheckFailed, attempt
+
+    assert attempt(lambda a, b=1: a + b, 2, b=3) == 5
+
+    def fold(conv, bn):
+        raise NotImplementedError("your code here")
+
+    def forgot_return(model):
+        model.eval()
+
+    for stub in (fold, forgot_return):
+        with pytest.raises(HomeworkCheckFailed) as failed:
+            attempt(stub, None, None) if stub is fold else attempt(stub, torch.nn.Linear(1, 1))
+        assert failed.value.mistake == "not_implemented" and stub.__name__ in str(failed.value)
+        assert "Hint" in str(failed.value)
+
+    def broken():
+        raise KeyError("weight")
+
+    with pytest.raises(KeyError):
+        attempt(broken)
