@@ -217,6 +217,12 @@ def _normalize_with_running_stats(input, running_mean, running_var, eps, shape) 
     return (input - running_mean.view(shape)) / torch.sqrt(running_var.view(shape) + eps)
 
 
+def _centre(x: torch.Tensor, dims, shape):
+    """(values per channel m, batch mean (C,), x - mean): the start of both variants' training pass."""
+    mean = x.mean(dims)
+    return x.numel() // x.shape[1], mean, x - mean.view(shape)
+
+
 def check_renorm_limits(r_max, d_max) -> None:
     """Raise ValueError unless r_max >= 1 and d_max >= 0, batch_renorm's clip limits (numbers, not bools)."""
     # not (x >= 1) also rejects NaN
@@ -255,9 +261,7 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
     if not training:
         return _affine(_normalize_with_running_stats(x, running_mean, running_var, eps, shape),
                        weight, bias, shape, input.dtype)
-    m = x.numel() // x.shape[1]
-    mean = x.mean(dims)
-    centred = x - mean.view(shape)
+    m, mean, centred = _centre(x, dims, shape)
     var = (centred * centred).mean(dims)
     sigma_batch = torch.sqrt(var + eps)
     with torch.no_grad():
@@ -335,9 +339,7 @@ def range_batch_norm(input, running_mean, running_var, weight=None, bias=None, t
     if not training:
         return _affine(_normalize_with_running_stats(x, running_mean, running_var, eps, shape),
                        weight, bias, shape, input.dtype)
-    n = x.numel() // x.shape[1]
-    mean = x.mean(dims)
-    centred = x - mean.view(shape)
+    n, mean, centred = _centre(x, dims, shape)
     scale = range_correction(n, correction) * (centred.amax(dims) - centred.amin(dims))
     scale_sq = scale * scale
     if running_mean is not None:
