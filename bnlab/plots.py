@@ -119,6 +119,19 @@ def plot_eps_gain(input_std, output_std_by_eps: dict, ax=None) -> Figure:
     return fig
 
 
+def _per_sample_bars(ax, series: dict, n: int, ylabel: str, what: str) -> None:
+    """Grouped bars, one group per sample i of the batch: series = {legend label: ((n,) values, colour)};
+    what names a series in the error for a wrong length ('term', 'variant')."""
+    width = 0.8 / max(1, len(series))
+    for i, (label, (values, color)) in enumerate(series.items()):
+        values = np.ravel(values)
+        if len(values) != n:
+            raise ValueError(f"{what} {label!r} has {len(values)} values, dx has {n}")
+        ax.bar(np.arange(n) + (i - (len(series) - 1) / 2) * width, values, width, color=color, label=label)
+    ax.set_xlabel("sample index i in the batch")
+    ax.set_ylabel(ylabel)
+
+
 def plot_sample_gradients(dx_by_variant: dict, ax=None, title: str | None = None,
                           labels: dict | None = None) -> Figure:
     """Bar chart of dL/dx per sample (one feature), side by side for each variant ('plain', 'bn', ...).
@@ -126,13 +139,9 @@ def plot_sample_gradients(dx_by_variant: dict, ax=None, title: str | None = None
     fig, ax = _axis(ax, width=6.5)
     ax.clear()
     n = len(next(iter(dx_by_variant.values())))
-    width = 0.8 / len(dx_by_variant)
-    for i, (key, dx) in enumerate(dx_by_variant.items()):
-        ax.bar(np.arange(n) + (i - (len(dx_by_variant) - 1) / 2) * width, dx, width,
-               color=COLORS.get(key, "k"), label=(labels or {}).get(key, LABELS.get(key, key)))
+    _per_sample_bars(ax, {(labels or {}).get(key, LABELS.get(key, key)): (dx, COLORS.get(key, "k"))
+                          for key, dx in dx_by_variant.items()}, n, "dL/dx_i", "variant")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xlabel("sample index i in the batch")
-    ax.set_ylabel("dL/dx_i")
     ax.set_title(title or "With BN every sample gets gradient, and they sum to zero")
     ax.legend(fontsize=8)
     return fig
@@ -533,17 +542,11 @@ def plot_gradient_terms(terms: dict, dx, ax=None, title: str | None = None) -> F
     fig, ax = _axis(ax, width=6.5)
     ax.clear()
     dx = np.ravel(dx)
-    n, width = len(dx), 0.8 / max(1, len(terms))
-    for i, (name, values) in enumerate(terms.items()):
-        values = np.ravel(values)
-        if len(values) != n:
-            raise ValueError(f"term {name!r} has {len(values)} values, dx has {n}")
-        ax.bar(np.arange(n) + (i - (len(terms) - 1) / 2) * width, values, width,
-               color=TERM_COLORS[i % len(TERM_COLORS)], label=name)
+    n = len(dx)
+    series = {name: (values, TERM_COLORS[i % len(TERM_COLORS)]) for i, (name, values) in enumerate(terms.items())}
+    _per_sample_bars(ax, series, n, "contribution to dL/dx_i", "term")
     ax.plot(np.arange(n), dx, "o", color="k", ms=4, label="their sum dx_i", zorder=3)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xlabel("sample index i in the batch")
-    ax.set_ylabel("contribution to dL/dx_i")
     ax.set_title(title or "dx = own + mean + scale term; over the batch they cancel: sum dx = 0")
     ax.legend(fontsize=7)
     return fig
