@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import reference
 from .checks import CheckFailed, check
 
 __all__ = ["check_batchnorm_forward", "check_batchnorm_backward", "check_batchnorm_module", "attempt",
@@ -354,13 +355,10 @@ def _check_eval(out, x, gamma, beta, eps, stats_before, stats_after, rel: float,
 
 # ----------------------------------------------------------------------------- backward
 def _backward_reference(x, gamma, dout, eps):
-    """(dx, dgamma, dbeta) of y = gamma * x_hat + beta, batch statistics, computed from x alone."""
-    mu, var = _stats(x)
-    inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = (x - mu) * inv_std
-    dx_hat = dout * gamma.reshape(1, -1)
-    dx = inv_std * (dx_hat - dx_hat.mean(0, keepdims=True) - x_hat * (dx_hat * x_hat).mean(0, keepdims=True))
-    return dx, (dout * x_hat).sum(0), dout.sum(0)
+    """(dx, dgamma, dbeta) of y = gamma * x_hat + beta with batch statistics, from x alone (never from
+    the student's cache): bnlab.reference's forward and closed-form backward."""
+    _, cache = reference.batchnorm_forward(x, gamma, np.zeros_like(gamma), {"mode": "train", "eps": eps})
+    return reference.batchnorm_backward(dout, cache)
 
 
 def _check_backward_grads(dx, dgamma, dbeta, x, gamma, dout, eps, what: str, reference=None, rel=1e-7):
