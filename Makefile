@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 LAB_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test / unit / nbval: one per core; JOBS=0 runs everything in one process.
+# --dist loadscope keeps each test file and each notebook on one worker (a notebook's cells run in order).
+JOBS ?= auto
+XDIST = -n $(JOBS) --dist loadscope
 
 # Which torch to install. Left unset, pip's default: on Linux x86-64 that is the CUDA build (about
 # 6 GB in .venv), so on a machine without an NVIDIA GPU `make` says so first. TORCH=cpu takes
@@ -101,13 +105,13 @@ lab: setup
 
 test: setup
 	$(WHICH_TORCH)
-	$(PY) -m pytest tests notebooks $(NBVAL) $(PYTEST_ARGS)
+	$(PY) -m pytest tests notebooks $(NBVAL) $(XDIST) $(PYTEST_ARGS)
 
 unit: setup
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 nbval: setup
-	$(PY) -m pytest notebooks $(NBVAL) $(PYTEST_ARGS)
+	$(PY) -m pytest notebooks $(NBVAL) $(XDIST) $(PYTEST_ARGS)
 
 # Lessons 01 and 04 run in JupyterLab in headless Chromium (Debian's /usr/bin/chromium, driven by
 # Playwright); screenshots go to e2e-artifacts/. `make test` does not collect tests/e2e.

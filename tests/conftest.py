@@ -1,5 +1,6 @@
 """Fixtures for the bnlab unit tests (helpers to import live in bn_testing.py)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,13 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+def pytest_configure(config):
+    # make test runs one pytest-xdist worker per core: a worker with torch's default of one thread
+    # per core would fight the others for the same cores
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 E2E = Path(__file__).resolve().parent / "e2e"
