@@ -137,7 +137,7 @@ execute: setup
 		--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.store_widget_state=True [0-9]*.ipynb
 
 bench: setup
-	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
+	$(PY) benchmarks/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-default .pytest_cache .hypothesis e2e-artifacts

@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from _report import Row, emit
 from torch import nn
 
 import bnlab
@@ -76,7 +77,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="calls per round (fewer for slow ones)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, help="write the rows here (make bench's report)")
     args = parser.parse_args()
+    rows = []
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"eval-mode inference under no_grad, float32 on {args.device}, {args.threads} thread(s), "
@@ -104,6 +107,10 @@ def main() -> None:
                 print(f"{model_name:<24} {norm:<9} {batch:>5} {statistics.median(unfolded_times) * 1e3:>12.3f} "
                       f"{statistics.median(folded_times) * 1e3:>10.3f} {ratio:>16.2f} {1 / ratio:>8.2f}x "
                       f"{diff:>11.1e}")
+                rows.append(Row(f"inference folded / unfolded, {model_name}, {norm}, batch {batch}",
+                                statistics.median(folded_times) * 1e3, statistics.median(unfolded_times) * 1e3,
+                                "ms", ratio=ratio, note="eval under no_grad; median of per-round ratios"))
+    emit(rows, args.json)
 
 
 if __name__ == "__main__":

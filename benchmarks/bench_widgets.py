@@ -22,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import torch  # noqa: E402
+from _report import Row, emit  # noqa: E402
 
 from bnlab.data import digits  # noqa: E402
 from bnlab.experiments import ioffe_fig1, lr_sweep  # noqa: E402
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--moves", type=int, default=10, help="moves of each kind per round")
+    parser.add_argument("--json", default=None, help="write the rows here (make bench's report)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -105,13 +107,18 @@ def main() -> None:
     print(f"{args.threads} thread(s), torch {torch.__version__}, matplotlib {matplotlib.__version__} (Agg, "
           f"{activation.DPI} dpi); runs built in {built:.1f} s, GradientFlowExplorer constructed in {flow_built:.1f} s")
     print(f"redraw = set a control's .value (draw + PNG render); {args.rounds} interleaved rounds x {args.moves} moves")
+    rows = []
     for name, samples in times.items():
         ms = sorted(t * 1e3 for t in samples)
         flag = "" if "reference" in name else f"  (target <= {TARGET_MS:.0f} ms)"
+        rows.append(Row(f"redraw, {name}", statistics.median(ms), None, "ms", ratio=statistics.median(ms) / TARGET_MS,
+                        target=None if "reference" in name else 1.0,
+                        note=f"Python redraw; ratio = median ms / {TARGET_MS:.0f} ms"))
         print(f"  {name:<48} {statistics.median(ms):7.1f} ms median, {ms[0]:6.1f}-{ms[-1]:6.1f} ms range, "
               f"{redraws[name]}/{len(ms)} redraws{flag}")
     print("of which the PNG render alone (Explorer.render, median): "
           + ", ".join(f"{name} {ms:.1f} ms" for name, ms in render.items()))
+    emit(rows, args.json)
 
 
 if __name__ == "__main__":
