@@ -7,8 +7,12 @@ of log10|dL/da|), and per parameter theta the ratios
 
     grad:data   = ||dL/dtheta|| / ||theta||,      update:data = ||theta_new - theta_old|| / ||theta_old||.
 
-Statistics are computed where the tensors live (CPU or GPU), for all layers of one shape at once,
-and only these few numbers are copied to the CPU. Memory grows with layers x records x bins only.
+On a recorded step the hooks only copy the captured tensors into preallocated buffers; the
+statistics of up to 64 buffered steps are computed together (one sort per row gives the exact
+percentiles and histograms), where the tensors live (CPU or GPU), when the buffers fill, when the
+recording is read and when the probe is removed. Reading `Probe.recording` (or anything of a
+Recording) therefore always shows every finished step. Memory: the records (layers x records x
+bins) and the buffers, at most `BUFFER_BYTES` (or one step's copies, if that is more).
 
     with Probe(model, optimizer=opt, every=10) as probe:
         ...train as usual...               # hooks record; optimizer.step() closes each step
@@ -18,16 +22,33 @@ and only these few numbers are copied to the CPU. Memory grows with layers x rec
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
+from numbers import Integral
 
 import numpy as np
 import torch
 from torch import nn
 
 # the statistics themselves live in bnlab.stats; the names probes exported stay importable here
-from .stats import DEFAULT_PERCENTILES, NUMPY_OPS, SATURATION, TORCH_OPS, grad_data_ratio, median_drift, norms
+from .stats import (
+    DEFAULT_PERCENTILES,
+    NUMPY_OPS,
+    SATURATION,
+    TORCH_OPS,
+    activation_statistics,
+    float32_thresholds,
+    grad_data_ratio,
+    gradient_statistics,
+    median_drift,
+    norms,
+)
 
 __all__ = ["Probe", "Recording", "LayerRecord", "ParamRecord", "activation_layers", "median_drift",
            "SATURATION", "DEFAULT_PERCENTILES"]
+
+MAX_BUFFERED_STEPS = 64
+# the buffered copies of all layers together; a layer whose one step alone is larger flushes every step
+BUFFER_BYTES = 16 * 2 ** 20
 
 ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus)
 
@@ -66,13 +87,17 @@ class _Table:
         self.data = np.full((16, width), np.nan, dtype=np.float32)
         self.rows = 0
 
-    def new_row(self) -> np.ndarray:
-        if self.rows == len(self.data):
-            grown = np.full((max(16, 2 * len(self.data)), self.data.shape[1]), np.nan, dtype=np.float32)
-            grown[:self.rows] = self.data
+    def new_rows(self, n: int) -> np.ndarray:
+        """The next n rows (NaN), appended."""
+        if self.rows + n > len(self.data):
+            size = max(16, len(self.data))
+            while size < self.rows + n:
+                size *= 2
+            grown = np.full((size, self.data.shape[1]), np.nan, dtype=np.float32)
+            grown[:self.rows] = self.data[:self.rows]
             self.data = grown
-        self.rows += 1
-        return self.data[self.rows - 1]
+        self.rows += n
+        return self.data[self.rows - n:self.rows]
 
     def view(self) -> np.ndarray:
         return self.data[:self.rows]
@@ -93,7 +118,9 @@ class LayerRecord:
     over log10|dL/da| with `grad_edges`.
     """
 
-    def __init__(self, edges: np.ndarray, grad_edges: np.ndarray, n_percentiles: int, units: int):
+    def __init__(self, edges: np.ndarray, grad_edges: np.ndarray, n_percentiles: int, units: int,
+                 recording: Recording | None = None):
+        self._recording = recording
         self.edges, self.grad_edges = edges, grad_edges
         self.units, self.n_percentiles = units, n_percentiles
         bins, grad_bins = len(edges) - 1, len(grad_edges) - 1
@@ -103,6 +130,8 @@ class LayerRecord:
         self.table = _Table(self.activation_columns.width + self.grad_columns.width)
 
     def _get(self, name: str) -> np.ndarray:
+        if self._recording is not None:
+            self._recording._sync()
         if name in self.activation_columns.slices:
             part = self.activation_columns.slices[name]
         else:
@@ -136,11 +165,17 @@ class LayerRecord:
 class ParamRecord:
     """grad_data and update_data (records,) for one parameter; NaN where ||theta|| = 0 or no step ran."""
 
-    def __init__(self):
+    def __init__(self, recording: Recording | None = None):
+        self._recording = recording
         self.table = _Table(2)
 
-    grad_data = property(lambda self: self.table.view()[:, 0])
-    update_data = property(lambda self: self.table.view()[:, 1])
+    def _column(self, i: int) -> np.ndarray:
+        if self._recording is not None:
+            self._recording._sync()
+        return self.table.view()[:, i]
+
+    grad_data = property(lambda self: self._column(0))
+    update_data = property(lambda self: self._column(1))
 
 
 class Recording:
@@ -148,6 +183,7 @@ class Recording:
 
     recording["hidden3"] is a layer's record; recording.params["3.weight"] a parameter's.
     Step s is the number of optimizer steps taken before the forward pass it describes (0: at init).
+    While a probe is attached, reading anything here first computes the steps it has buffered.
     """
 
     def __init__(self, percentiles: Sequence[float]):
@@ -155,9 +191,15 @@ class Recording:
         self._steps = _Table(1)
         self.layers: dict[str, LayerRecord] = {}
         self.params: dict[str, ParamRecord] = {}
+        self._flush = None  # the attached probe's: computes what it has buffered
+
+    def _sync(self) -> None:
+        if self._flush is not None:
+            self._flush()
 
     @property
     def steps(self) -> np.ndarray:
+        self._sync()
         return self._steps.view()[:, 0].astype(np.int64)
 
     def __getitem__(self, layer: str) -> LayerRecord:
@@ -166,6 +208,7 @@ class Recording:
         return self.layers[layer]
 
     def __len__(self) -> int:
+        self._sync()
         return self._steps.rows
 
     def percentile_index(self, q: float) -> int:
@@ -176,14 +219,49 @@ class Recording:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the recorded arrays."""
+        """Bytes held by the recorded arrays (not the probe's buffers: `Probe.buffer_nbytes`)."""
+        self._sync()
         tables = [self._steps] + [r.table for r in self.layers.values()] + [r.table for r in self.params.values()]
         return sum(t.data.nbytes for t in tables)
 
     def trim(self) -> None:
         """Drop the spare capacity of the growable tables (the probe does this on exit)."""
+        self._sync()
         for table in [self._steps] + [r.table for r in self.layers.values()] + [r.table for r in self.params.values()]:
             table.trim()
+
+
+class _Buffer:
+    """Preallocated float32 copies of one layer's captured tensors, one row per recorded step.
+
+    Rows [start, used) wait for their statistics; slots[r] is row r's step among the probe's
+    pending steps. x: the captured values; y: the layer's output where saturated/dead need it and x
+    is the input; g: dL/d(output), has_grad[r] once backward delivered it.
+    """
+
+    def __init__(self, captured: torch.Tensor, output: torch.Tensor, keep_output: bool, rows: int):
+        self.key = (captured.shape, output.shape, captured.device)
+        self.x = torch.empty((rows, *captured.shape), dtype=torch.float32, device=captured.device)
+        self.g = torch.empty((rows, *output.shape), dtype=torch.float32, device=captured.device)
+        self.y = torch.empty_like(self.g) if keep_output else None
+        # views made once: indexing a row on every step would cost as much as the copy
+        self.x_rows, self.g_rows = list(self.x), list(self.g)
+        self.y_rows = list(self.y) if keep_output else None
+        self.slots, self.has_grad = [0] * rows, [False] * rows
+        self.start = self.used = 0
+
+    @property
+    def full(self) -> bool:
+        return self.used == len(self.x_rows)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.x, self.y, self.g) if t is not None)
+
+    def take_grad(self, row: int, grad: torch.Tensor) -> None:
+        if not self.has_grad[row]:  # a second backward through the same graph is not this step's
+            self.g_rows[row].copy_(grad.detach())
+            self.has_grad[row] = True
 
 
 class Probe:
@@ -201,15 +279,21 @@ class Probe:
     optimizer given, optimizer.step() ends each step (via its step hooks) and update:data is
     recorded; without one, call `end_step()` after backward() and before your own update (grad:data
     divides by the parameters as they are when end_step runs; update:data is then NaN).
+
+    Every statistic is computed exactly on the whole captured tensor, in float32 values with float64
+    results (then stored as float32). The forward hooks are attached only during recorded steps;
+    buffer_steps: how many recorded steps are buffered before their statistics are computed in one
+    batch (None: up to 64, as many as fit in `BUFFER_BYTES`); it changes when, never what, is computed.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
                  layers: Iterable[str] | dict[str, nn.Module] | None = None, capture: str = "output",
                  percentiles: Sequence[float] = DEFAULT_PERCENTILES, bins: int = 40,
                  hist_range: tuple[float, float] | None = None, grad_bins: int = 40,
-                 grad_log_range: tuple[float, float] = (-10.0, 0.0), units: int = 0):
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
+                 grad_log_range: tuple[float, float] = (-10.0, 0.0), units: int = 0,
+                 buffer_steps: int | None = None):
+        if isinstance(every, bool) or not isinstance(every, Integral) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
         if capture not in ("output", "input"):
             raise ValueError(f"capture must be 'output' or 'input', got {capture!r}")
         if not percentiles or not all(0 <= q <= 100 for q in percentiles):
@@ -219,24 +303,35 @@ class Probe:
         for name, (lo, hi) in (("hist_range", hist_range or (0, 1)), ("grad_log_range", grad_log_range)):
             if not lo < hi:
                 raise ValueError(f"{name} must be (low, high) with low < high, got {(lo, hi)}")
+        if buffer_steps is not None and (isinstance(buffer_steps, bool) or not isinstance(buffer_steps, Integral)
+                                         or not 1 <= buffer_steps <= MAX_BUFFERED_STEPS):
+            raise ValueError(f"buffer_steps must be None or an int in [1, {MAX_BUFFERED_STEPS}], got {buffer_steps!r}")
         self.model, self.optimizer, self.every, self.capture = model, optimizer, every, capture
         self.layers = self._resolve_layers(model, layers)
-        self.units = units
+        self.units, self.buffer_steps = units, buffer_steps
         self._recording = Recording(percentiles)
-        self._q = torch.tensor([q / 100 for q in self._recording.percentiles])
+        self._q = np.array([q / 100 for q in self._recording.percentiles])
         self.bins, self.grad_bins, self.grad_log_range = bins, grad_bins, grad_log_range
         self.ranges = {name: hist_range or _default_range(m, capture) for name, m in self.layers.items()}
+        self._kinds = {name: _kind(m) for name, m in self.layers.items()}
+        self._thresholds, grad_edges = {}, np.linspace(*grad_log_range, grad_bins + 1)
         for name, module in self.layers.items():
-            lo, hi = self.ranges[name]
-            self._recording.layers[name] = LayerRecord(
-                np.linspace(lo, hi, bins + 1), np.linspace(*grad_log_range, grad_bins + 1),
-                len(self._recording.percentiles), units)
+            edges = np.linspace(*self.ranges[name], bins + 1)
+            self._thresholds[name] = float32_thresholds(edges[1:-1])
+            self._recording.layers[name] = LayerRecord(edges, grad_edges, len(self._recording.percentiles), units,
+                                                       self._recording)
+        self._grad_thresholds = float32_thresholds(10.0 ** grad_edges[1:-1])
         self.parameters = {n: p for n, p in model.named_parameters() if p.requires_grad}
         for name in self.parameters:
-            self._recording.params[name] = ParamRecord()
+            self._recording.params[name] = ParamRecord(self._recording)
         self.step = 0
         self._force_torch = False  # tests set it to check the GPU code path on the CPU
-        self._handles: list = []
+        self._attached = False
+        self._forward_handles: list = []
+        self._optimizer_handles: list = []
+        self._buffers: dict[str, _Buffer] = {}
+        self._param_buffers: tuple | None = None  # (norms (steps, 3P), parameters before the update)
+        self._nan_grads: dict = {}
         self._reset_pending()
 
     @staticmethod
@@ -256,133 +351,220 @@ class Probe:
 
     # ------------------------------------------------------------------ hooks
     def __enter__(self) -> Probe:
-        if self._handles:
+        if self._attached:
             raise RuntimeError("this Probe is already attached")
-        for name, module in self.layers.items():
-            self._handles.append(module.register_forward_hook(self._forward_hook(name, module)))
+        self._attached = True
+        self._recording._flush = self._flush
+        if self.recording_now:
+            self._attach_forward_hooks()
         if self.optimizer is not None:
-            self._handles.append(self.optimizer.register_step_pre_hook(lambda *_: self._before_update()))
-            self._handles.append(self.optimizer.register_step_post_hook(lambda *_: self.end_step()))
+            self._optimizer_handles = [self.optimizer.register_step_pre_hook(lambda *_: self._before_update()),
+                                       self.optimizer.register_step_post_hook(lambda *_: self.end_step())]
         return self
 
     def __exit__(self, *exc) -> None:
         self.remove()
 
     def remove(self) -> None:
-        """Remove every hook this probe installed and drop unfinished records; idempotent."""
-        for handle in self._handles:
+        """Remove every hook this probe installed, record the finished steps it had buffered and drop
+        the unfinished one and the buffers; idempotent."""
+        self._detach_forward_hooks()
+        for handle in self._optimizer_handles:
             handle.remove()
-        self._handles = []
-        self._reset_pending()
-        self._recording.trim()
+        self._optimizer_handles = []
+        if self._attached:
+            try:
+                self._flush()
+            finally:
+                self._attached = False
+                self._recording._flush = None
+                self._reset_pending()
+                self._buffers, self._param_buffers = {}, None
+                self._recording.trim()
+
+    def _attach_forward_hooks(self) -> None:
+        if not self._forward_handles:
+            self._forward_handles = [module.register_forward_hook(self._forward_hook(name))
+                                     for name, module in self.layers.items()]
+
+    def _detach_forward_hooks(self) -> None:
+        for handle in self._forward_handles:
+            handle.remove()
+        self._forward_handles = []
 
     @property
     def recording(self) -> Recording:
-        """Everything recorded so far."""
+        """Everything recorded so far: every finished step, the buffered ones computed first."""
+        self._flush()
         return self._recording
 
     @property
     def recording_now(self) -> bool:
         return self.step % self.every == 0
 
-    def _reset_pending(self) -> None:
-        # what this step captured, kept until end_step computes its statistics in one batch
-        self._activations: dict[str, tuple] = {}   # layer -> (captured values, output, module)
-        self._grads: dict[str, torch.Tensor] = {}  # layer -> dL/d(output)
-        self._before: list[torch.Tensor] | None = None
-        self._grad_data: torch.Tensor | None = None
+    @property
+    def buffer_nbytes(self) -> int:
+        """Bytes of the copies held for statistics not yet computed (0 once removed)."""
+        held = sum(b.nbytes for b in self._buffers.values())
+        if self._param_buffers is not None:
+            held += sum(t.numel() * t.element_size() for t in (self._param_buffers[0], *self._param_buffers[1]))
+        return held
 
-    def _forward_hook(self, name: str, module: nn.Module):
+    def _reset_pending(self) -> None:
+        self._pending_steps: list[int] = []     # finished recorded steps whose statistics wait in the buffers
+        self._captured: set[str] = set()        # layers the current step has captured
+        self._updating = False                  # the current step's parameters were copied before the update
+
+    def _forward_hook(self, name: str):
+        keep_output = self.capture == "input" and self._kinds[name] is not None
+
         def hook(_module, inputs, output):
-            if not (self.recording_now and torch.is_grad_enabled()) or name in self._activations:
+            if not torch.is_grad_enabled() or name in self._captured:
                 return
             captured = output if self.capture == "output" else inputs[0]
+            buffer = self._buffers.get(name)
+            if buffer is None or buffer.key != (captured.shape, output.shape, captured.device):
+                buffer = self._new_buffer(name, captured, output, keep_output)
+            self._captured.add(name)
+            row = buffer.used
+            buffer.used += 1
+            buffer.slots[row], buffer.has_grad[row] = len(self._pending_steps), False
             # copies: an in-place op later in the forward pass (ReLU(inplace=True)) would change them
-            kept_output = output.detach().clone() if _kind(module) and captured is not output else None
-            self._activations[name] = (captured.detach().clone(), kept_output, module)
+            buffer.x_rows[row].copy_(captured.detach())
+            if keep_output:
+                buffer.y_rows[row].copy_(output.detach())
             if output.requires_grad:
-                output.register_hook(lambda grad: self._grads.setdefault(name, grad.detach()))
+                output.register_hook(partial(buffer.take_grad, row))
         return hook
 
+    def _new_buffer(self, name: str, captured: torch.Tensor, output: torch.Tensor, keep_output: bool) -> _Buffer:
+        if self.units and (captured.dim() < 2 or captured.shape[1] < self.units):
+            raise ValueError(f"layer {name!r} captures shape {tuple(captured.shape)}: fewer units than "
+                             f"units={self.units}")
+        if name in self._buffers:  # a new shape: the rows of the old one are all of finished steps
+            self._flush()
+        row_bytes = 4 * (captured.numel() + output.numel() * (2 if keep_output else 1))
+        rows = self.buffer_steps or max(1, min(MAX_BUFFERED_STEPS, BUFFER_BYTES // len(self.layers) // row_bytes))
+        self._buffers[name] = _Buffer(captured, output, keep_output, rows)
+        return self._buffers[name]
+
+    def _params_and_grads(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        params = list(self.parameters.values())
+        grads = []
+        for p in params:
+            if p.grad is None:  # its norm is NaN: no gradient came
+                key = (p.dtype, p.device)
+                if key not in self._nan_grads:
+                    self._nan_grads[key] = torch.full((1,), float("nan"), dtype=p.dtype, device=p.device)
+                grads.append(self._nan_grads[key])
+            else:
+                grads.append(p.grad)
+        return params, grads
+
+    def _norm_row(self) -> torch.Tensor:
+        """The row of the parameter-norm buffer for the current step: ||grad||, ||theta||, ||update||."""
+        if self._param_buffers is None:
+            params = list(self.parameters.values())
+            table = torch.full((MAX_BUFFERED_STEPS, 3 * len(params)), float("nan"), device=params[0].device)
+            with torch.no_grad():
+                before = [torch.empty_like(p) for p in params]
+            self._param_buffers = (table, before)
+        return self._param_buffers[0][len(self._pending_steps)]
+
+    def _store_norms(self, tensors: list[torch.Tensor], out: torch.Tensor) -> None:
+        values = torch._foreach_norm(tensors)
+        if all(v.dtype == torch.float32 for v in values):
+            torch.stack(values, out=out)
+        else:
+            out.copy_(torch.stack(norms(tensors)))
+
     def _before_update(self) -> None:
-        if not self.recording_now:
+        if not (self.recording_now and self.parameters):
             return
         with torch.no_grad():
-            self._before = [p.detach().clone() for p in self.parameters.values()]
-            self._grad_data = self._grad_data_ratio()
-
-    def _grad_data_ratio(self) -> torch.Tensor:
-        params = list(self.parameters.values())
-        grads = [p.grad if p.grad is not None else torch.full_like(p, float("nan")) for p in params]
-        return grad_data_ratio(torch.stack(norms(grads)), torch.stack(norms(params)))
+            params, grads = self._params_and_grads()
+            row = self._norm_row()
+            self._store_norms(grads + params, row[:2 * len(params)])
+            torch._foreach_copy_(self._param_buffers[1], params)
+            self._updating = True
 
     def end_step(self) -> None:
-        """Close the current step: hand its captured tensors to the statistics, count the step."""
+        """Close the current step: its captured tensors wait in the buffers (computed when they fill,
+        the recording is read or the probe is removed); count the step."""
         if self.recording_now:
             with torch.no_grad():
-                params = self._param_ratios()
-                self._write(self.step, self._statistics(self._activations, self._grads), params)
-        self._reset_pending()
+                if self.parameters:
+                    params = list(self.parameters.values())
+                    row, count = self._norm_row(), len(params)
+                    if self._updating:
+                        before = self._param_buffers[1]
+                        torch._foreach_sub_(before, params)
+                        self._store_norms(before, row[2 * count:])
+                    else:  # no optimizer hooks: gradients are there, the update is unknown
+                        params, grads = self._params_and_grads()
+                        self._store_norms(grads + params, row[:2 * count])
+                        row[2 * count:] = float("nan")
+            self._pending_steps.append(self.step)
+            self._captured, self._updating = set(), False
+            if len(self._pending_steps) == MAX_BUFFERED_STEPS or any(b.full for b in self._buffers.values()):
+                self._flush()
         self.step += 1
+        if not self._attached:
+            return
+        # no forward hooks between recorded steps: a module without hooks is called on torch's fast path
+        if self.recording_now:
+            self._attach_forward_hooks()
+        else:
+            self._detach_forward_hooks()
 
     # ------------------------------------------------------------------ statistics, where the tensors live
-    def _statistics(self, activations: dict, grads: dict) -> list[tuple[str, str, np.ndarray]]:
-        """[(layer, part, values)] for one step; layers of one shape and kind are computed together."""
-        out = []
-        groups: dict[tuple, list[str]] = {}
-        for name, (x, _, module) in activations.items():
-            groups.setdefault((tuple(x.shape), x.device, _kind(module)), []).append(name)
-        for (shape, device, kind), names in groups.items():
-            ops = TORCH_OPS if device.type != "cpu" or self._force_torch else NUMPY_OPS
-            x = ops.stack([activations[n][0] for n in names])            # (G, N, ...)
-            flat = x.reshape(len(names), -1)
-            lo, hi = (ops.column([self.ranges[n][i] for n in names], flat) for i in (0, 1))
-            parts = [*ops.mean_std(flat), ops.percentiles(flat, self._q), ops.histogram(flat, lo, hi, self.bins)]
-            y = ops.stack([activations[n][1] if activations[n][1] is not None
-                           else activations[n][0] for n in names]) if kind else None
-            parts += list(ops.saturated_dead(y, kind, len(names), device))
-            if self.units:
-                if len(shape) < 2 or shape[1] < self.units:
-                    raise ValueError(f"layers {names} have shape {shape}: fewer units than units={self.units}")
-                per_unit = ops.units_first(x, self.units)                    # (G, units, N * spatial)
-                parts.append(ops.percentiles(per_unit, self._q).reshape(len(names), -1))
-            values = ops.to_numpy(ops.concat(parts))
-            out += [(n, "activation", values[i]) for i, n in enumerate(names)]
-        grad_groups: dict[tuple, list[str]] = {}
-        for name, g in grads.items():
-            grad_groups.setdefault((tuple(g.shape), g.device), []).append(name)
-        lo, hi = self.grad_log_range
-        for (_, device), names in grad_groups.items():
-            ops = TORCH_OPS if device.type != "cpu" or self._force_torch else NUMPY_OPS
-            flat = ops.stack([grads[n] for n in names]).reshape(len(names), -1)
-            parts = [ops.norm(flat), ops.mean_std(flat)[1], ops.log_histogram(flat, lo, hi, self.grad_bins)]
-            values = ops.to_numpy(ops.concat(parts))
-            out += [(n, "grad", values[i]) for i, n in enumerate(names)]
-        return out
-
-    def _param_ratios(self) -> np.ndarray | None:
-        """(parameters, 2): grad:data and update:data of this step, NaN where unknown."""
-        if not self.parameters:
-            return None
-        if self._before is None:  # no optimizer hooks: gradients are there, the update is unknown
-            grad_data = self._grad_data_ratio()
-            update_data = torch.full_like(grad_data, float("nan"))
-        else:
-            after = [p.detach() for p in self.parameters.values()]
-            grad_data = self._grad_data
-            update_data = grad_data_ratio(torch.stack(norms(torch._foreach_sub(after, self._before))),
-                                          torch.stack(norms(self._before)))
-        return torch.stack([grad_data, update_data], dim=1).cpu().numpy()
-
-    def _write(self, step: int, values: list[tuple[str, str, np.ndarray]], params: np.ndarray | None) -> None:
+    def _flush(self) -> None:
+        """Compute and record the statistics of every finished step in the buffers, in one batch per layer."""
+        done = len(self._pending_steps)
+        if not done:
+            return
         rec = self._recording
-        rec._steps.new_row()[0] = step
-        rows = {name: r.table.new_row() for name, r in rec.layers.items()}
-        for i, r in enumerate(rec.params.values()):
-            r.table.new_row()[:] = params[i]
-        for name, part, chunk in values:
-            offset = rec.layers[name].activation_columns.width if part == "grad" else 0
-            rows[name][offset:offset + len(chunk)] = chunk
+        rec._steps.new_rows(done)[:, 0] = self._pending_steps
+        layer_rows = {name: r.table.new_rows(done) for name, r in rec.layers.items()}
+        if self.parameters:
+            self._write_params(done)
+        with torch.no_grad():
+            for name, buffer in self._buffers.items():
+                self._reduce(name, buffer, done, layer_rows[name])
+        if self._param_buffers is not None and self._updating:  # the current step's norms move to row 0
+            self._param_buffers[0][0] = self._param_buffers[0][done]
+        self._pending_steps = []
+
+    def _write_params(self, done: int) -> None:
+        table = self._param_buffers[0][:done]
+        count = len(self.parameters)
+        grad, data, update = table[:, :count], table[:, count:2 * count], table[:, 2 * count:]
+        ratios = torch.stack([grad_data_ratio(grad, data), grad_data_ratio(update, data)], dim=2).cpu().numpy()
+        for i, r in enumerate(self._recording.params.values()):
+            r.table.new_rows(done)[:] = ratios[:, i]
+
+    def _reduce(self, name: str, buffer: _Buffer, done: int, rows: np.ndarray) -> None:
+        """Statistics of the buffer's rows of finished steps (all but the current step's) into rows."""
+        end = buffer.used - (buffer.used > buffer.start and buffer.slots[buffer.used - 1] >= done)
+        if end > buffer.start:
+            part = slice(buffer.start, end)
+            slots = np.array(buffer.slots[part])
+            ops = TORCH_OPS if buffer.x.device.type != "cpu" or self._force_torch else NUMPY_OPS
+            y = ops.as_rows(buffer.y[part]) if buffer.y is not None else None
+            values = activation_statistics(ops, ops.as_rows(buffer.x[part]), y, self._kinds[name], self._q,
+                                           self._thresholds[name], self.units)
+            columns = self._recording.layers[name].activation_columns
+            rows[slots, :columns.width] = values
+            with_grad = np.array(buffer.has_grad[part])
+            if with_grad.any():
+                g = buffer.g[part] if with_grad.all() else buffer.g[part][torch.from_numpy(with_grad)]
+                rows[slots[with_grad], columns.width:] = gradient_statistics(ops, ops.as_rows(g),
+                                                                             self._grad_thresholds)
+        if end == buffer.used:
+            buffer.start = buffer.used = 0
+        else:  # the current step's row stays; it becomes slot 0 of the next batch
+            buffer.start = end
+            buffer.slots[end] = 0
 
 
 def _kind(module: nn.Module) -> str | None:
