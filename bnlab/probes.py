@@ -239,10 +239,11 @@ class _Buffer:
     is the input; g: dL/d(output), has_grad[r] once backward delivered it.
     """
 
-    def __init__(self, captured: torch.Tensor, output: torch.Tensor, keep_output: bool, rows: int):
-        self.key = (captured.shape, output.shape, captured.device)
-        self.x = torch.empty((rows, *captured.shape), dtype=torch.float32, device=captured.device)
-        self.g = torch.empty((rows, *output.shape), dtype=torch.float32, device=captured.device)
+    def __init__(self, shape: torch.Size, output_shape: torch.Size, device: torch.device, keep_output: bool,
+                 rows: int):
+        self.key = (shape, output_shape, device)
+        self.x = torch.empty((rows, *shape), dtype=torch.float32, device=device)
+        self.g = torch.empty((rows, *output_shape), dtype=torch.float32, device=device)
         self.y = torch.empty_like(self.g) if keep_output else None
         # views made once: indexing a row on every step would cost as much as the copy
         self.x_rows, self.g_rows = list(self.x), list(self.g)
@@ -262,6 +263,72 @@ class _Buffer:
         if not self.has_grad[row]:  # a second backward through the same graph is not this step's
             self.g_rows[row].copy_(grad.detach())
             self.has_grad[row] = True
+
+
+class _ParamNorms:
+    """||grad||, ||theta|| (before the update) and ||update|| of every parameter, one row per buffered step.
+
+    The norms are taken at once, with _foreach_norm (one call for all gradients and parameters),
+    from one copy of the parameters kept from before the update to after it. (Copying gradients and
+    parameters per step and taking the norms at the flush was slower on the CPU: the copies of all
+    steps do not fit in the cache.)
+    """
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params, self.rows = params, MAX_BUFFERED_STEPS
+        self.table = torch.full((self.rows, 3 * len(params)), float("nan"), device=params[0].device)
+        with torch.no_grad():
+            self.before = [torch.empty_like(p) for p in params]
+        self.nan: dict = {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [self.table, *self.before])
+
+    def _grads(self) -> list[torch.Tensor]:
+        grads = [p.grad for p in self.params]
+        # not `None in grads`: that compares None with each tensor by ==, 10 us apiece
+        if all(g is not None for g in grads):
+            return grads
+        return [g if g is not None else self._nan(p) for g, p in zip(grads, self.params)]
+
+    def _nan(self, p: torch.Tensor) -> torch.Tensor:
+        """A stand-in for a missing gradient: its norm is NaN."""
+        key = (p.dtype, p.device)
+        if key not in self.nan:
+            self.nan[key] = torch.full((1,), float("nan"), dtype=p.dtype, device=p.device)
+        return self.nan[key]
+
+    def before_update(self, slot: int) -> None:
+        """The gradients and parameters as the optimizer is about to use them."""
+        _store_norms(self._grads() + self.params, self.table[slot, :2 * len(self.params)])
+        torch._foreach_copy_(self.before, self.params)
+
+    def after_update(self, slot: int) -> None:
+        torch._foreach_sub_(self.before, self.params)
+        _store_norms(self.before, self.table[slot, 2 * len(self.params):])
+
+    def without_update(self, slot: int) -> None:
+        """No optimizer step seen: gradients and parameters now, the update unknown."""
+        _store_norms(self._grads() + self.params, self.table[slot, :2 * len(self.params)])
+        self.table[slot, 2 * len(self.params):] = float("nan")
+
+    def move(self, source: int, target: int) -> None:
+        """Slot source (the unfinished step's, its update still to come) becomes slot target."""
+        self.table[target] = self.table[source]
+
+    def norms(self, done: int) -> torch.Tensor:
+        """(done, 3P) float32 of slots 0..done-1: ||grad|| (NaN where no gradient came), ||theta||,
+        ||update|| (NaN where no update was seen)."""
+        return self.table[:done]
+
+
+def _store_norms(tensors: list[torch.Tensor], out: torch.Tensor) -> None:
+    values = torch._foreach_norm(tensors)
+    if all(v.dtype == torch.float32 for v in values):
+        torch.stack(values, out=out)
+    else:
+        out.copy_(torch.stack(norms(tensors)))
 
 
 class Probe:
@@ -330,8 +397,7 @@ class Probe:
         self._forward_handles: list = []
         self._optimizer_handles: list = []
         self._buffers: dict[str, _Buffer] = {}
-        self._param_buffers: tuple | None = None  # (norms (steps, 3P), parameters before the update)
-        self._nan_grads: dict = {}
+        self._params: _ParamNorms | None = None
         self._reset_pending()
 
     @staticmethod
@@ -379,7 +445,7 @@ class Probe:
                 self._attached = False
                 self._recording._flush = None
                 self._reset_pending()
-                self._buffers, self._param_buffers = {}, None
+                self._buffers, self._params = {}, None
                 self._recording.trim()
 
     def _attach_forward_hooks(self) -> None:
@@ -406,8 +472,8 @@ class Probe:
     def buffer_nbytes(self) -> int:
         """Bytes of the copies held for statistics not yet computed (0 once removed)."""
         held = sum(b.nbytes for b in self._buffers.values())
-        if self._param_buffers is not None:
-            held += sum(t.numel() * t.element_size() for t in (self._param_buffers[0], *self._param_buffers[1]))
+        if self._params is not None:
+            held += self._params.nbytes
         return held
 
     def _reset_pending(self) -> None:
@@ -444,69 +510,38 @@ class Probe:
         if name in self._buffers:  # a new shape: the rows of the old one are all of finished steps
             self._flush()
         row_bytes = 4 * (captured.numel() + output.numel() * (2 if keep_output else 1))
-        rows = self.buffer_steps or max(1, min(MAX_BUFFERED_STEPS, BUFFER_BYTES // len(self.layers) // row_bytes))
-        self._buffers[name] = _Buffer(captured, output, keep_output, rows)
+        budget = BUFFER_BYTES // len(self.layers)
+        rows = self.buffer_steps or max(1, min(MAX_BUFFERED_STEPS, budget // row_bytes))
+        self._buffers[name] = _Buffer(captured.shape, output.shape, captured.device, keep_output, rows)
         return self._buffers[name]
-
-    def _params_and_grads(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        params = list(self.parameters.values())
-        grads = []
-        for p in params:
-            if p.grad is None:  # its norm is NaN: no gradient came
-                key = (p.dtype, p.device)
-                if key not in self._nan_grads:
-                    self._nan_grads[key] = torch.full((1,), float("nan"), dtype=p.dtype, device=p.device)
-                grads.append(self._nan_grads[key])
-            else:
-                grads.append(p.grad)
-        return params, grads
-
-    def _norm_row(self) -> torch.Tensor:
-        """The row of the parameter-norm buffer for the current step: ||grad||, ||theta||, ||update||."""
-        if self._param_buffers is None:
-            params = list(self.parameters.values())
-            table = torch.full((MAX_BUFFERED_STEPS, 3 * len(params)), float("nan"), device=params[0].device)
-            with torch.no_grad():
-                before = [torch.empty_like(p) for p in params]
-            self._param_buffers = (table, before)
-        return self._param_buffers[0][len(self._pending_steps)]
-
-    def _store_norms(self, tensors: list[torch.Tensor], out: torch.Tensor) -> None:
-        values = torch._foreach_norm(tensors)
-        if all(v.dtype == torch.float32 for v in values):
-            torch.stack(values, out=out)
-        else:
-            out.copy_(torch.stack(norms(tensors)))
 
     def _before_update(self) -> None:
         if not (self.recording_now and self.parameters):
             return
         with torch.no_grad():
-            params, grads = self._params_and_grads()
-            row = self._norm_row()
-            self._store_norms(grads + params, row[:2 * len(params)])
-            torch._foreach_copy_(self._param_buffers[1], params)
+            self._param_norms().before_update(len(self._pending_steps))
             self._updating = True
+
+    def _param_norms(self) -> _ParamNorms:
+        if self._params is None:
+            self._params = _ParamNorms(list(self.parameters.values()))
+        return self._params
 
     def end_step(self) -> None:
         """Close the current step: its captured tensors wait in the buffers (computed when they fill,
         the recording is read or the probe is removed); count the step."""
         if self.recording_now:
-            with torch.no_grad():
-                if self.parameters:
-                    params = list(self.parameters.values())
-                    row, count = self._norm_row(), len(params)
+            if self.parameters:
+                with torch.no_grad():
+                    slot = len(self._pending_steps)
                     if self._updating:
-                        before = self._param_buffers[1]
-                        torch._foreach_sub_(before, params)
-                        self._store_norms(before, row[2 * count:])
+                        self._param_norms().after_update(slot)
                     else:  # no optimizer hooks: gradients are there, the update is unknown
-                        params, grads = self._params_and_grads()
-                        self._store_norms(grads + params, row[:2 * count])
-                        row[2 * count:] = float("nan")
+                        self._param_norms().without_update(slot)
             self._pending_steps.append(self.step)
             self._captured, self._updating = set(), False
-            if len(self._pending_steps) == MAX_BUFFERED_STEPS or any(b.full for b in self._buffers.values()):
+            steps = self._params.rows if self._params is not None else MAX_BUFFERED_STEPS
+            if len(self._pending_steps) == steps or any(b.full for b in self._buffers.values()):
                 self._flush()
         self.step += 1
         if not self._attached:
@@ -519,52 +554,73 @@ class Probe:
 
     # ------------------------------------------------------------------ statistics, where the tensors live
     def _flush(self) -> None:
-        """Compute and record the statistics of every finished step in the buffers, in one batch per layer."""
+        """Record the statistics of every finished step in the buffers, computed in one batch per layer."""
         done = len(self._pending_steps)
         if not done:
             return
         rec = self._recording
+        base = rec._steps.rows
         rec._steps.new_rows(done)[:, 0] = self._pending_steps
-        layer_rows = {name: r.table.new_rows(done) for name, r in rec.layers.items()}
-        if self.parameters:
+        for r in rec.layers.values():
+            r.table.new_rows(done)
+        if self._params is not None:
             self._write_params(done)
-        with torch.no_grad():
-            for name, buffer in self._buffers.items():
-                self._reduce(name, buffer, done, layer_rows[name])
-        if self._param_buffers is not None and self._updating:  # the current step's norms move to row 0
-            self._param_buffers[0][0] = self._param_buffers[0][done]
+            if self._updating:  # the unfinished step's slot becomes the first of the next batch
+                self._params.move(done, 0)
         self._pending_steps = []
+        work = [(name, buffer, part) for name, buffer in self._buffers.items()
+                if (part := self._take_finished(buffer, done)) is not None]
+        with torch.no_grad():
+            self._write(base, work, self._compute(work))
 
-    def _write_params(self, done: int) -> None:
-        table = self._param_buffers[0][:done]
-        count = len(self.parameters)
-        grad, data, update = table[:, :count], table[:, count:2 * count], table[:, 2 * count:]
-        ratios = torch.stack([grad_data_ratio(grad, data), grad_data_ratio(update, data)], dim=2).cpu().numpy()
-        for i, r in enumerate(self._recording.params.values()):
-            r.table.new_rows(done)[:] = ratios[:, i]
-
-    def _reduce(self, name: str, buffer: _Buffer, done: int, rows: np.ndarray) -> None:
-        """Statistics of the buffer's rows of finished steps (all but the current step's) into rows."""
+    @staticmethod
+    def _take_finished(buffer: _Buffer, done: int) -> tuple | None:
+        """(rows, slots, with_grad) of the buffer's rows of finished steps (all but the current step's),
+        which leave the buffer; None if there are none."""
         end = buffer.used - (buffer.used > buffer.start and buffer.slots[buffer.used - 1] >= done)
-        if end > buffer.start:
-            part = slice(buffer.start, end)
-            slots = np.array(buffer.slots[part])
-            ops = TORCH_OPS if buffer.x.device.type != "cpu" or self._force_torch else NUMPY_OPS
-            y = ops.as_rows(buffer.y[part]) if buffer.y is not None else None
-            values = activation_statistics(ops, ops.as_rows(buffer.x[part]), y, self._kinds[name], self._q,
-                                           self._thresholds[name], self.units)
-            columns = self._recording.layers[name].activation_columns
-            rows[slots, :columns.width] = values
-            with_grad = np.array(buffer.has_grad[part])
-            if with_grad.any():
-                g = buffer.g[part] if with_grad.all() else buffer.g[part][torch.from_numpy(with_grad)]
-                rows[slots[with_grad], columns.width:] = gradient_statistics(ops, ops.as_rows(g),
-                                                                             self._grad_thresholds)
+        part = (slice(buffer.start, end), np.array(buffer.slots[buffer.start:end]),
+                np.array(buffer.has_grad[buffer.start:end])) if end > buffer.start else None
         if end == buffer.used:
             buffer.start = buffer.used = 0
         else:  # the current step's row stays; it becomes slot 0 of the next batch
             buffer.start = end
             buffer.slots[end] = 0
+        return part
+
+    def _ops(self, buffer: _Buffer):
+        return TORCH_OPS if buffer.x.device.type != "cpu" or self._force_torch else NUMPY_OPS
+
+    def _compute(self, work: list) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(activation, gradient or None) statistics of each buffer's rows."""
+        results = []
+        for name, buffer, (rows, _, with_grad) in work:
+            ops = self._ops(buffer)
+            y = ops.as_rows(buffer.y[rows]) if buffer.y is not None else None
+            activations = activation_statistics(ops, ops.as_rows(buffer.x[rows]), y, self._kinds[name], self._q,
+                                                self._thresholds[name], self.units)
+            grads = None
+            if with_grad.any():
+                g = buffer.g[rows] if with_grad.all() else buffer.g[rows][torch.from_numpy(with_grad)]
+                grads = gradient_statistics(ops, ops.as_rows(g), self._grad_thresholds)
+            results.append((activations, grads))
+        return results
+
+    def _write(self, base: int, work: list, results: list) -> None:
+        for (name, _, (_, slots, with_grad)), (activations, grads) in zip(work, results):
+            record = self._recording.layers[name]
+            width = record.activation_columns.width
+            record.table.data[base + slots, :width] = activations
+            if grads is not None:
+                record.table.data[base + slots[with_grad], width:] = grads
+
+    def _write_params(self, done: int) -> None:
+        with torch.no_grad():
+            table = self._params.norms(done)
+        count = len(self.parameters)
+        grad, data, update = table[:, :count], table[:, count:2 * count], table[:, 2 * count:]
+        ratios = torch.stack([grad_data_ratio(grad, data), grad_data_ratio(update, data)], dim=2).cpu().numpy()
+        for i, r in enumerate(self._recording.params.values()):
+            r.table.new_rows(done)[:] = ratios[:, i]
 
 
 def _kind(module: nn.Module) -> str | None:

@@ -52,11 +52,13 @@ class NumpyOps:
     Percentiles and histograms both come from one sort per row: NumPy's sort of float32 is
     vectorized (about 8x faster than np.partition with several kth, 30x faster than torch.sort on
     the CPU), after which percentiles are two lookups and a histogram is a binary search per edge.
+    Means and standard deviations are float32 with pairwise summation (relative error ~1e-7).
     """
 
     as_rows = staticmethod(lambda t: t.numpy())
     to_numpy = staticmethod(lambda a: a)
-    norm = staticmethod(lambda a: np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64)))
+    # torch's float32 norm is vectorized and accurate to ~1e-7 here; np.einsum in float64 is 7x slower
+    norm = staticmethod(lambda a: torch.linalg.vector_norm(torch.from_numpy(a), dim=1).numpy())
     abs_ = staticmethod(lambda a: np.abs(a, out=a))
 
     @staticmethod
@@ -71,7 +73,8 @@ class NumpyOps:
 
     @staticmethod
     def mean_std(a):
-        return a.mean(1, dtype=np.float64), a.std(1, dtype=np.float64)
+        # float32 with NumPy's pairwise summation along a contiguous row: relative error ~1e-7
+        return a.mean(1), a.std(1)
 
     @staticmethod
     def percentiles_sorted(s, q: np.ndarray):
@@ -89,10 +92,14 @@ class NumpyOps:
         `float32_thresholds`). Values below the first inner edge count in the first bin, those above
         the last in the last bin (also +-inf); NaN counts nowhere (a diverged net's row sums to less
         than 1)."""
-        # np.searchsorted orders NaN last, as np.sort does: a NaN needle finds the first NaN of a row
-        needles = np.append(thresholds, np.float32(np.nan))
-        ends = np.stack([np.searchsorted(row, needles) for row in s])
-        return np.diff(ends, axis=1, prepend=0) / s.shape[1]
+        rows, n = s.shape
+        # one batched binary search for all rows (torch's; NumPy's searches one row per call)
+        needles = torch.from_numpy(thresholds).expand(rows, -1).contiguous()
+        inner = torch.searchsorted(torch.from_numpy(s), needles).numpy()
+        ends = np.concatenate([inner, np.full((rows, 1), n)], 1)
+        for r in np.flatnonzero(np.isnan(s[:, -1])):  # NaN sorts last; torch's search does not order it
+            ends[r] = np.searchsorted(s[r], np.append(thresholds, np.float32(np.nan)))  # NumPy's does
+        return np.diff(ends, axis=1, prepend=0) / n
 
     @staticmethod
     def saturated_dead(y, kind, rows: int):
