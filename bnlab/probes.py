@@ -347,10 +347,17 @@ class Probe:
     recorded; without one, call `end_step()` after backward() and before your own update (grad:data
     divides by the parameters as they are when end_step runs; update:data is then NaN).
 
-    Every statistic is computed exactly on the whole captured tensor, in float32 values with float64
-    results (then stored as float32). The forward hooks are attached only during recorded steps;
-    buffer_steps: how many recorded steps are buffered before their statistics are computed in one
-    batch (None: up to 64, as many as fit in `BUFFER_BYTES`); it changes when, never what, is computed.
+    By default every statistic is of the whole captured tensor, exactly (float32 values; means and
+    standard deviations with pairwise float32 sums, relative error ~1e-7; stored as float32).
+    sample=S trades exactness for speed: percentiles, histograms and gradient histograms are then
+    those of every ceil(n / S)-th of a layer's n values in a step (flattened in memory order, from
+    the first: at most S values, evenly spread; `bnlab.stats.subsample`), per-unit percentiles those
+    of every ceil(m / S)-th of a unit's m values; mean, std, saturated, dead, grad_norm, grad_std and
+    the parameter ratios stay exact. A tensor of at most S values is recorded exactly.
+
+    The forward hooks are attached only during recorded steps. buffer_steps: how many recorded
+    steps are buffered before their statistics are computed in one batch (None: up to 64, as many
+    as fit in `BUFFER_BYTES`); it changes when, never what, is computed.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, every: int = 1,
@@ -358,7 +365,7 @@ class Probe:
                  percentiles: Sequence[float] = DEFAULT_PERCENTILES, bins: int = 40,
                  hist_range: tuple[float, float] | None = None, grad_bins: int = 40,
                  grad_log_range: tuple[float, float] = (-10.0, 0.0), units: int = 0,
-                 buffer_steps: int | None = None):
+                 buffer_steps: int | None = None, sample: int | None = None):
         if isinstance(every, bool) or not isinstance(every, Integral) or every < 1:
             raise ValueError(f"every must be an int >= 1, got {every!r}")
         if capture not in ("output", "input"):
@@ -375,7 +382,9 @@ class Probe:
             raise ValueError(f"buffer_steps must be None or an int in [1, {MAX_BUFFERED_STEPS}], got {buffer_steps!r}")
         self.model, self.optimizer, self.every, self.capture = model, optimizer, every, capture
         self.layers = self._resolve_layers(model, layers)
-        self.units, self.buffer_steps = units, buffer_steps
+        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, Integral) or sample < 2):
+            raise ValueError(f"sample must be None or an int >= 2, got {sample!r}")
+        self.units, self.buffer_steps, self.sample = units, buffer_steps, sample
         self._recording = Recording(percentiles)
         self._q = np.array([q / 100 for q in self._recording.percentiles])
         self.bins, self.grad_bins, self.grad_log_range = bins, grad_bins, grad_log_range
@@ -597,11 +606,11 @@ class Probe:
             ops = self._ops(buffer)
             y = ops.as_rows(buffer.y[rows]) if buffer.y is not None else None
             activations = activation_statistics(ops, ops.as_rows(buffer.x[rows]), y, self._kinds[name], self._q,
-                                                self._thresholds[name], self.units)
+                                                self._thresholds[name], self.units, self.sample)
             grads = None
             if with_grad.any():
                 g = buffer.g[rows] if with_grad.all() else buffer.g[rows][torch.from_numpy(with_grad)]
-                grads = gradient_statistics(ops, ops.as_rows(g), self._grad_thresholds)
+                grads = gradient_statistics(ops, ops.as_rows(g), self._grad_thresholds, self.sample)
             results.append((activations, grads))
         return results
 

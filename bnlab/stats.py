@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 __all__ = ["NumpyOps", "TorchOps", "NUMPY_OPS", "TORCH_OPS", "median_drift", "grad_data_ratio", "norms",
-           "float32_thresholds", "activation_statistics", "gradient_statistics", "effective_sample_size",
+           "float32_thresholds", "subsample", "activation_statistics", "gradient_statistics", "effective_sample_size",
            "EffectiveSampleSize", "SATURATION", "DEFAULT_PERCENTILES"]
 
 DEFAULT_PERCENTILES = (15.0, 50.0, 85.0)
@@ -171,27 +171,54 @@ class TorchOps:
 NUMPY_OPS, TORCH_OPS = NumpyOps(), TorchOps()
 
 
-def activation_statistics(ops, x, y, kind: str | None, q: np.ndarray, thresholds: np.ndarray, units: int) -> np.ndarray:
+def subsample(a, sample: int | None):
+    """Every ceil(n / sample)-th value along a's last axis (n values), from the first: at most
+    `sample` values, evenly spread; a itself when sample is None or n <= sample."""
+    n = a.shape[-1]
+    if sample is None or n <= sample:
+        return a
+    return a[..., ::-(-n // sample)]
+
+
+def _owned(ops, a, b):
+    """b (a subsample of a) as an array the caller may sort in place."""
+    return b if b is a or ops is TORCH_OPS else np.ascontiguousarray(b)
+
+
+def activation_statistics(ops, x, y, kind: str | None, q: np.ndarray, thresholds: np.ndarray, units: int,
+                          sample: int | None = None) -> np.ndarray:
     """(rows, 2 + P + bins + 2 + units * P) float64 for rows of captured values x (rows, N, ...): mean,
     std, percentiles q (in [0, 1]), histogram (inner edges `thresholds`), saturated and dead fraction
     of y (the layer's output; kind as for `saturated_dead`), percentiles of the first `units` units.
-    x may be sorted in place: it must be the caller's to spend."""
+    sample: percentiles and histograms of `subsample`(values, sample) (per unit for the unit
+    percentiles), the other statistics of all values; None: all values. x may be sorted in place:
+    it must be the caller's to spend."""
     rows = len(x)
     saturated, dead = ops.saturated_dead(x if y is None else y, kind, rows)
-    per_unit = ops.percentiles_sorted(ops.sort_(ops.units_first(x, units)), q).reshape(rows, -1) if units else None
-    flat = ops.sort_(x.reshape(rows, -1))  # after the order-dependent statistics above
-    parts = [*ops.mean_std(flat), ops.percentiles_sorted(flat, q), ops.histogram_sorted(flat, thresholds),
+    per_unit = None
+    if units:
+        by_unit = subsample(ops.units_first(x, units), sample)
+        if ops is NUMPY_OPS and np.may_share_memory(by_unit, x):  # (batch of one) a view: x must stay unsorted
+            by_unit = by_unit.copy()
+        per_unit = ops.percentiles_sorted(ops.sort_(by_unit), q).reshape(rows, -1)
+    flat = x.reshape(rows, -1)
+    mean, std = ops.mean_std(flat)
+    # after the order-dependent statistics above: the sort may reorder x itself
+    ordered = ops.sort_(_owned(ops, flat, subsample(flat, sample)))
+    parts = [mean, std, ops.percentiles_sorted(ordered, q), ops.histogram_sorted(ordered, thresholds),
              saturated, dead] + ([per_unit] if units else [])
     return ops.to_numpy(ops.concat(parts))
 
 
-def gradient_statistics(ops, g, abs_thresholds: np.ndarray) -> np.ndarray:
+def gradient_statistics(ops, g, abs_thresholds: np.ndarray, sample: int | None = None) -> np.ndarray:
     """(rows, 2 + bins) float64 for rows of gradients g (rows, N, ...): norm, std, and the histogram
     of log10|g| as that of |g| over inner edges 10^e (`abs_thresholds`); log10|0| = -inf counts in
-    the first bin. g may be overwritten: it must be the caller's to spend."""
+    the first bin. sample: the histogram of `subsample`(values, sample), norm and std of all values.
+    g may be overwritten: it must be the caller's to spend."""
     flat = g.reshape(len(g), -1)
     norm, (_, std) = ops.norm(flat), ops.mean_std(flat)
-    return ops.to_numpy(ops.concat([norm, std, ops.histogram_sorted(ops.sort_(ops.abs_(flat)), abs_thresholds)]))
+    magnitude = ops.abs_(_owned(ops, flat, subsample(flat, sample)))
+    return ops.to_numpy(ops.concat([norm, std, ops.histogram_sorted(ops.sort_(magnitude), abs_thresholds)]))
 
 
 def median_drift(unit_percentiles: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
