@@ -6,6 +6,7 @@ our own forward hooks (`Tap`) capture next to the probe's.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -729,3 +730,26 @@ def test_sample_at_least_the_size_is_exact():
 def test_bad_buffer_and_sample_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Probe(mlp(), **kwargs)
+
+
+# ---------------------------------------------------------------------------- 13. train_classifier's recording pass
+def test_the_recording_pass_records_the_fixed_batchs_gradients():
+    """probe_batch=n: at a recorded step the probe sees forward and backward of the first n training
+    examples; dL/da is that of their mean cross-entropy, as computed here directly."""
+    from bnlab.data import gaussian_blobs
+    from bnlab.models import mlp as make_mlp
+    from bnlab.train import train_classifier
+
+    blobs = gaussian_blobs(n_per_class=40, seed=3)
+    torch.manual_seed(0)
+    net = make_mlp(blobs.num_features, (8, 8), blobs.num_classes, norm="bn", activation="tanh")
+    twin = copy.deepcopy(net)
+    history = train_classifier(net, blobs, steps=3, batch_size=16, lr=0.1, device="cpu", progress=False,
+                               probe=dict(every=2), probe_batch=30)
+    with Tap({"hidden1": activation_layers(twin)["hidden1"]}) as tap:
+        F.cross_entropy(twin(blobs.x_train[:30]), blobs.y_train[:30]).backward()
+    record = history.probe["hidden1"]
+    close(record.mean[:1], [tap.values("hidden1").mean()])
+    close(record.grad_norm[:1], [np.linalg.norm(tap.grad("hidden1"))])
+    close(record.grad_std[:1], [tap.grad("hidden1").std()])
+    assert all(p.requires_grad for p in net.parameters())
