@@ -7,12 +7,15 @@ of log10|dL/da|), and per parameter theta the ratios
 
     grad:data   = ||dL/dtheta|| / ||theta||,      update:data = ||theta_new - theta_old|| / ||theta_old||.
 
-On a recorded step the hooks only copy the captured tensors into preallocated buffers; the
-statistics of up to 64 buffered steps are computed together (one sort per row gives the exact
-percentiles and histograms), where the tensors live (CPU or GPU), when the buffers fill, when the
-recording is read and when the probe is removed. Reading `Probe.recording` (or anything of a
-Recording) therefore always shows every finished step. Memory: the records (layers x records x
-bins) and the buffers, at most `BUFFER_BYTES` (or one step's copies, if that is more).
+On a recorded step the hooks only copy the captured tensors (and dL/da) into preallocated
+buffers, and the parameter norms are taken with one _foreach_norm; the statistics of up to 64
+buffered steps are computed together (one sort per row gives the exact percentiles and
+histograms), where the tensors live (CPU or GPU), when the buffers fill, when the recording is
+read and when the probe is removed. Reading `Probe.recording` (or anything of a Recording, also a
+LayerRecord fetched earlier) therefore always shows every finished step. Between recorded steps
+no forward hook is attached. Memory: the records (layers x records x bins), the layer buffers, at
+most `BUFFER_BYTES` together (one row per layer if a single step is larger), and one copy of the
+parameters plus a (64, 3 x parameters) table of norms (`Probe.buffer_nbytes`).
 
     with Probe(model, optimizer=opt, every=10) as probe:
         ...train as usual...               # hooks record; optimizer.step() closes each step
