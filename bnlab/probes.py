@@ -200,6 +200,11 @@ class Recording:
         if self._flush is not None:
             self._flush()
 
+    def __getstate__(self) -> dict:
+        # a copy or pickle holds what was recorded, not the attached probe (and with it the model)
+        self._sync()
+        return self.__dict__ | {"_flush": None}
+
     @property
     def steps(self) -> np.ndarray:
         self._sync()

@@ -753,3 +753,16 @@ def test_the_recording_pass_records_the_fixed_batchs_gradients():
     close(record.grad_norm[:1], [np.linalg.norm(tap.grad("hidden1"))])
     close(record.grad_std[:1], [tap.grad("hidden1").std()])
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_a_copy_of_a_recording_taken_while_attached_holds_the_finished_steps_only():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with Probe(model, optimizer=opt, buffer_steps=8) as probe:
+        train(model, opt, steps=3)
+        snapshot = copy.deepcopy(probe._recording)  # the buffered steps are computed first
+        train(model, opt, steps=2)
+    assert snapshot._flush is None and list(snapshot.steps) == [0, 1, 2]
+    np.testing.assert_array_equal(snapshot["hidden2"].percentiles, probe.recording["hidden2"].percentiles[:3])
+    np.testing.assert_array_equal(snapshot.params["0.weight"].update_data,
+                                  probe.recording.params["0.weight"].update_data[:3])
