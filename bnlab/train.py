@@ -189,12 +189,22 @@ def _recording_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn)
     """Forward and backward on a fixed batch so a probe sees it; leaves no trace in the model.
 
     BN's running statistics are restored afterwards and the gradients cleared: the run trains
-    exactly as it would without the recording pass.
+    exactly as it would without the recording pass. For a floating-point x the backward computes
+    only the gradients w.r.t. the activations (what a probe records), not the parameters'.
     """
     # every buffer, not only those of BN layers (is_batchnorm): whatever else keeps state in
     # buffers must not see the fixed batch either
     buffers = [b.clone() for b in model.buffers()]
-    loss_fn(model(x), y).backward()
+    # the parameters' gradients would be thrown away: with the parameters frozen and the input
+    # requiring grad instead, backward skips them (for a linear layer, half of its work)
+    frozen = [p for p in model.parameters() if p.requires_grad] if x.is_floating_point() else []
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        loss_fn(model(x.detach().requires_grad_() if frozen else x), y).backward()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     with torch.no_grad():
         for b, saved in zip(model.buffers(), buffers):
             b.copy_(saved)

@@ -6,6 +6,7 @@ our own forward hooks (`Tap`) capture next to the probe's.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -345,10 +346,11 @@ def test_reentering_an_attached_probe_raises():
 
 
 # ---------------------------------------------------------------------------- 6. torch path == NumPy path
-def record(make_model, shape, force_torch, capture):
+def record(make_model, shape, force_torch, capture, buffer_steps=None):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    probe = Probe(model, optimizer=opt, capture=capture, units=3, percentiles=(0, 10, 50, 90, 100))
+    probe = Probe(model, optimizer=opt, capture=capture, units=3, percentiles=(0, 10, 50, 90, 100),
+                  buffer_steps=buffer_steps)
     probe._force_torch = force_torch
     with probe:
         for s in range(3):
@@ -360,11 +362,12 @@ FIELDS = ["mean", "std", "percentiles", "hist", "saturated", "dead", "unit_perce
           "grad_norm", "grad_std", "grad_hist"]
 
 
+@pytest.mark.parametrize("buffer_steps", [None, 2])
 @pytest.mark.parametrize("capture", ["output", "input"])
 @pytest.mark.parametrize("make_model, shape", [(mlp, (5,)), (convnet, (2, 7, 7))], ids=["mlp", "conv"])
-def test_torch_path_equals_numpy_path(make_model, shape, capture):
+def test_torch_path_equals_numpy_path(make_model, shape, capture, buffer_steps):
     np_rec = record(make_model, shape, False, capture)
-    torch_rec = record(make_model, shape, True, capture)
+    torch_rec = record(make_model, shape, True, capture, buffer_steps)
     assert list(np_rec.steps) == list(torch_rec.steps) == [0, 1, 2]
     for name, layer in np_rec.layers.items():
         for field in FIELDS:
@@ -549,3 +552,217 @@ def test_gpu_probe_of_a_layer_without_saturated_or_dead():
     rec = probe.recording["hidden1"]
     assert np.isnan(rec.saturated).all() and np.isnan(rec.dead).all()
     close(rec.hist.sum(1), [1.0])
+
+
+# ---------------------------------------------------------------------------- 11. buffered statistics
+# The probe copies a recorded step's tensors into buffers and computes their statistics later, in one
+# batch: when the buffers fill, when the recording is read, on exit. None of that may show.
+LAYER_FIELDS = [f for f in FIELDS if f != "unit_percentiles"]
+
+
+def train_recording(buffer_steps, steps=7, every=1, read_each_step=False, batch_sizes=None, **kwargs):
+    """(recording, tap) of `steps` SGD steps of mlp() (batch sizes from batch_sizes, else 32)."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with Tap({n: model[i] for n, i in MLP_LAYERS.items()}) as tap, \
+            Probe(model, optimizer=opt, every=every, buffer_steps=buffer_steps, **kwargs) as probe:
+        for s in range(steps):
+            n = batch_sizes[s] if batch_sizes else 32
+            step(model, *data(n=n, seed=s), opt)
+            if read_each_step:
+                assert len(probe.recording) == s // every + 1  # every finished step is there when read
+    return probe.recording, tap
+
+
+def assert_same_recording(a, b):
+    assert list(a.steps) == list(b.steps)
+    for name in a.layers:
+        for field in LAYER_FIELDS:
+            np.testing.assert_array_equal(getattr(a[name], field), getattr(b[name], field), err_msg=f"{name}.{field}")
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name].grad_data, b.params[name].grad_data)
+        np.testing.assert_array_equal(a.params[name].update_data, b.params[name].update_data)
+
+
+@pytest.mark.parametrize("buffer_steps", [2, 3, None])
+def test_buffering_changes_nothing_recorded(buffer_steps):
+    eager, _ = train_recording(buffer_steps=1)  # statistics computed at the end of every step
+    assert_same_recording(train_recording(buffer_steps)[0], eager)
+    assert_same_recording(train_recording(buffer_steps, read_each_step=True)[0], eager)
+
+
+def test_a_record_read_mid_training_is_current_and_equals_direct_computation():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    expected = {"a": [], "g": [], "update": []}
+    with Tap({"hidden2": model[3]}) as tap, Probe(model, optimizer=opt, buffer_steps=4) as probe:
+        held = probe.recording["hidden2"]  # a LayerRecord taken before anything was recorded
+        # read inside optimizer.step(), between the probe's hooks: the step's update is still to come
+        opt.register_step_pre_hook(lambda *_: expected.setdefault("len", []).append(len(probe.recording)))
+        for s in range(7):
+            tap.clear()
+            x, y = data(seed=s)
+            F.mse_loss(model(x), y).backward()
+            if s % 2:  # read between backward and the update: the step is unfinished, the earlier ones not
+                assert len(held.mean) == s
+            expected["a"].append(tap.values("hidden2"))
+            expected["g"].append(tap.grad("hidden2"))
+            before = model[2].weight.detach().clone()
+            expected.setdefault("grad_data", []).append(norm(model[2].weight.grad) / norm(before))
+            opt.step()
+            expected["update"].append(norm(model[2].weight - before) / norm(before))
+            opt.zero_grad()
+    assert expected["len"] == list(range(7))
+    assert list(probe.recording.steps) == list(range(7))
+    close(held.mean, [a.mean() for a in expected["a"]])
+    close(held.percentiles, [np.percentile(a, DEFAULT_Q) for a in expected["a"]])
+    close(held.hist, [hist(a, held.edges) for a in expected["a"]])
+    close(held.grad_norm, [np.linalg.norm(g) for g in expected["g"]])
+    close(probe.recording.params["2.weight"].grad_data, expected["grad_data"])
+    close(probe.recording.params["2.weight"].update_data, expected["update"])
+
+
+def test_exit_keeps_buffered_steps_and_drops_the_unfinished_one():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with Probe(model, optimizer=opt, buffer_steps=8) as probe:
+        train(model, opt, steps=3)
+        F.mse_loss(model(data()[0]), data()[1]).backward()  # a fourth step, never closed
+    assert list(probe.recording.steps) == [0, 1, 2]
+    assert np.isfinite(probe.recording["hidden1"].mean).all() and probe.buffer_nbytes == 0
+
+
+def test_forward_hooks_are_attached_only_on_recorded_steps():
+    model, every = mlp(), 3
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    attached = []
+    with Probe(model, optimizer=opt, every=every) as probe:
+        for s in range(7):
+            attached.append(not no_hooks_left(model))
+            step(model, *data(seed=s), opt)
+    assert attached == [s % every == 0 for s in range(7)]
+    assert list(probe.recording.steps) == [0, 3, 6] and no_hooks_left(model)
+
+
+def test_a_new_batch_size_starts_new_buffers():
+    sizes = [32, 32, 8, 8, 32, 5, 32]
+    rec, tap = train_recording(buffer_steps=4, batch_sizes=sizes)
+    for name in MLP_LAYERS:
+        for t, n in enumerate(sizes):
+            a = tap.values(name, call=t)
+            assert a.shape[0] == n
+            close(rec[name].mean[t], a.mean())
+            close(rec[name].percentiles[t], np.percentile(a, DEFAULT_Q))
+            close(rec[name].grad_norm[t], np.linalg.norm(tap.grad(name, call=t)))
+
+
+def test_a_step_without_backward_records_activations_and_nan_gradients():
+    model = mlp()
+    with Tap({"hidden1": model[1]}) as tap, Probe(model, buffer_steps=4) as probe:
+        step(model, *data(seed=0))
+        probe.end_step()
+        model(data(seed=1)[0]).sum()  # forward only: no dL/da this step
+        probe.end_step()
+        step(model, *data(seed=2))
+        probe.end_step()
+    r = probe.recording["hidden1"]
+    close(r.mean, [tap.values("hidden1", call=t).mean() for t in range(3)])
+    close(r.grad_norm[[0, 2]], [np.linalg.norm(tap.grad("hidden1", call=t)) for t in (0, 2)])
+    assert np.isnan(r.grad_norm[1]) and np.isnan(r.grad_hist[1]).all()
+
+
+def test_buffers_stay_within_their_budget(monkeypatch):
+    from bnlab import probes
+    monkeypatch.setattr(probes, "BUFFER_BYTES", 3 * 4 * 32 * 12 * 5)  # five steps of x and grad per layer
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with Probe(model, optimizer=opt) as probe:
+        peak = 0
+        for s in range(12):
+            step(model, *data(seed=s), opt)
+            peak = max(peak, sum(b.nbytes for b in probe._buffers.values()))
+    assert 0 < peak <= probes.BUFFER_BYTES
+    assert len(probe.recording) == 12
+    tiny = Probe(mlp(), buffer_steps=None)
+    monkeypatch.setattr(probes, "BUFFER_BYTES", 1)  # less than one step: one row each, still recorded
+    with tiny:
+        step(tiny.model, *data())
+        tiny.end_step()
+    assert len(tiny.recording) == 1 and np.isfinite(tiny.recording["hidden1"].mean).all()
+
+
+# ---------------------------------------------------------------------------- 12. sample=S
+def every_kth(a, sample):
+    flat = a.reshape(-1)
+    return flat[::-(-flat.size // sample)]
+
+
+def test_sample_records_percentiles_and_histograms_of_an_even_subsample():
+    sample = 50  # 32 x 12 = 384 values per layer: every 8th, 48 values
+    rec, tap = one_recorded_step(sample=sample, units=3)
+    for name, kind in KIND.items():
+        r, a = rec[name], tap.values(name)
+        sub = every_kth(a, sample)
+        assert len(sub) == 48
+        close(r.percentiles, [np.percentile(sub, DEFAULT_Q)])
+        close(r.hist, [hist(sub, r.edges)])
+        with np.errstate(divide="ignore"):
+            close(r.grad_hist, [hist(np.log10(np.abs(every_kth(tap.grad(name), sample))), r.grad_edges)])
+        close(r.mean, [a.mean()])  # the moments stay exact
+        close(r.std, [a.std()])
+        close(r.grad_norm, [np.linalg.norm(tap.grad(name))])
+        close(r.unit_percentiles[0], np.percentile(a[:, :3], DEFAULT_Q, axis=0).T)  # 32 values per unit: all
+        assert not np.allclose(r.percentiles, [np.percentile(a, DEFAULT_Q)], rtol=1e-3)  # it did subsample
+
+
+def test_sample_at_least_the_size_is_exact():
+    exact, _ = one_recorded_step(units=3)
+    sampled, _ = one_recorded_step(units=3, sample=384)
+    assert_same_recording(sampled, exact)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(buffer_steps=0), "buffer_steps"), (dict(buffer_steps=65), "buffer_steps"),
+    (dict(buffer_steps=2.0), "buffer_steps"), (dict(buffer_steps=True), "buffer_steps"),
+    (dict(sample=1), "sample"), (dict(sample=0), "sample"), (dict(sample=100.0), "sample"),
+    (dict(every=2.5), "every"),
+])
+def test_bad_buffer_and_sample_arguments_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Probe(mlp(), **kwargs)
+
+
+# ---------------------------------------------------------------------------- 13. train_classifier's recording pass
+def test_the_recording_pass_records_the_fixed_batchs_gradients():
+    """probe_batch=n: at a recorded step the probe sees forward and backward of the first n training
+    examples; dL/da is that of their mean cross-entropy, as computed here directly."""
+    from bnlab.data import gaussian_blobs
+    from bnlab.models import mlp as make_mlp
+    from bnlab.train import train_classifier
+
+    blobs = gaussian_blobs(n_per_class=40, seed=3)
+    torch.manual_seed(0)
+    net = make_mlp(blobs.num_features, (8, 8), blobs.num_classes, norm="bn", activation="tanh")
+    twin = copy.deepcopy(net)
+    history = train_classifier(net, blobs, steps=3, batch_size=16, lr=0.1, device="cpu", progress=False,
+                               probe=dict(every=2), probe_batch=30)
+    with Tap({"hidden1": activation_layers(twin)["hidden1"]}) as tap:
+        F.cross_entropy(twin(blobs.x_train[:30]), blobs.y_train[:30]).backward()
+    record = history.probe["hidden1"]
+    close(record.mean[:1], [tap.values("hidden1").mean()])
+    close(record.grad_norm[:1], [np.linalg.norm(tap.grad("hidden1"))])
+    close(record.grad_std[:1], [tap.grad("hidden1").std()])
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_a_copy_of_a_recording_taken_while_attached_holds_the_finished_steps_only():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with Probe(model, optimizer=opt, buffer_steps=8) as probe:
+        train(model, opt, steps=3)
+        snapshot = copy.deepcopy(probe._recording)  # the buffered steps are computed first
+        train(model, opt, steps=2)
+    assert snapshot._flush is None and list(snapshot.steps) == [0, 1, 2]
+    np.testing.assert_array_equal(snapshot["hidden2"].percentiles, probe.recording["hidden2"].percentiles[:3])
+    np.testing.assert_array_equal(snapshot.params["0.weight"].update_data,
+                                  probe.recording.params["0.weight"].update_data[:3])
