@@ -110,6 +110,10 @@ def _channel_sum_squares(t: torch.Tensor, dims) -> torch.Tensor:
     return torch.linalg.vector_norm(rows, 2, 2).square_().sum(0)
 
 
+# training inputs up to this many values take BatchNormFunction's few-ops path (see _forward_small)
+SMALL_INPUT = 1 << 15
+
+
 class BatchNormFunction(torch.autograd.Function):
     """y = gamma * x_hat + beta, x_hat = (x - mu_B) / sqrt(sigma2_B + eps), with lesson 02's closed-form
     backward, in as few passes over memory as torch's eager ops allow.
@@ -128,6 +132,11 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(ctx, input, weight, bias, running_mean, running_var, training, momentum, eps):
         dims, shape = reduction_shapes(input)
         x = _half_to_float(input)
+        ctx.training, ctx.small = training, training and x.numel() <= SMALL_INPUT
+        ctx.dtypes = input.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype
+        if ctx.small:
+            return BatchNormFunction._forward_small(ctx, x, weight, bias, running_mean, running_var, momentum, eps,
+                                                    dims, shape).to(input.dtype)
         if training:
             m = x.numel() // x.shape[1]
             # Corrected two-pass statistics: E[x^2] - E[x]^2 cancels catastrophically when
@@ -154,17 +163,56 @@ class BatchNormFunction(torch.autograd.Function):
             out = torch.mul(x, scale.view(shape)).add_(offset.view(shape))
             # the input itself (no copy): dL/dgamma needs x - running_mean only in backward
             ctx.save_for_backward(input, running_mean, invstd, weight)
-        ctx.training = training
-        ctx.dtypes = input.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype
         return out.to(input.dtype)
+
+    # Small inputs (lesson 08's batches of 2): each torch op costs ~1.5 us whatever its size, so
+    # these two count ops instead of passes: statistics kept as (1, C, 1, ...) (no views), xc
+    # centred exactly (so no shift terms later), the running statistics updated without
+    # update_running_stats_'s no_grad and casts (autograd is off inside Function.forward).
+    @staticmethod
+    def _forward_small(ctx, x, weight, bias, running_mean, running_var, momentum, eps, dims, shape):
+        m = x.numel() // x.shape[1]
+        mean = x.sum(dims, keepdim=True).mul_(1 / m)
+        xc = x - mean
+        # the residual mean, as in forward: a float32 mean is a few ulps off, which 1 / sigma_B amplifies
+        shift = xc.sum(dims, keepdim=True).mul_(1 / m)
+        xc.sub_(shift)
+        var = (xc * xc).sum(dims, keepdim=True).mul_(1 / m)
+        invstd = (var + eps).rsqrt_()
+        if running_mean is not None:
+            running_mean.mul_(1 - momentum).add_(mean.add_(shift).view(-1), alpha=momentum)
+            running_var.mul_(1 - momentum).add_(var.view(-1), alpha=momentum * m / (m - 1))
+        scale = invstd if weight is None else invstd * weight.view(shape)
+        ctx.save_for_backward(xc, invstd, scale)
+        return xc * scale if bias is None else torch.addcmul(bias.view(shape), xc, scale)
+
+    @staticmethod
+    def _backward_small(ctx, dy):
+        xc, invstd, scale = ctx.saved_tensors
+        dims, _ = reduction_shapes(xc)
+        m = xc.numel() // xc.shape[1]
+        sum_dy = dy.sum(dims, keepdim=True)
+        sum_dy_xhat = (dy * xc).sum(dims, keepdim=True).mul_(invstd)
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)), x_hat = xc * invstd; dy - mean(dy)
+            # first: with few values the two terms nearly cancel, and this order rounds least
+            grad_input = torch.sub(dy, sum_dy, alpha=1 / m).addcmul_(xc, invstd * sum_dy_xhat, value=-1 / m)
+            grad_input.mul_(scale)
+        return grad_input, sum_dy_xhat.view(-1), sum_dy.view(-1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        xc, shift, invstd, weight = ctx.saved_tensors
-        dims, shape = reduction_shapes(xc)
         dy = _half_to_float(grad_out)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if ctx.small:
+            grad_input, grad_weight, grad_bias = BatchNormFunction._backward_small(ctx, dy)
+            grads = [None if g is None or not need else g.to(dtype) for g, need, dtype
+                     in zip((grad_input, grad_weight, grad_bias), (need_x, need_w, need_b), ctx.dtypes)]
+            return (*grads, None, None, None, None, None)
+        xc, shift, invstd, weight = ctx.saved_tensors
+        dims, shape = reduction_shapes(xc)
         scale = invstd if weight is None else weight * invstd
         grad_input = grad_weight = grad_bias = None
         if not ctx.training:
