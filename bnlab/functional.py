@@ -2,10 +2,14 @@
 
 ``batch_norm`` is torch.nn.functional.batch_norm without torch's BN kernels: an autograd Function
 whose forward is a corrected two-pass mean and variance (centre, then subtract the residual mean,
-so float32 stays accurate far from zero) that allocates only two full-size tensors (on a small VM
-fresh tensors' page faults cost more than the arithmetic), and whose backward is lesson 02's
-closed form. ``batch_norm_plain`` is lesson 01's formula in plain ops, differentiated by autograd
-and tested equal to it; ``batch_renorm`` and ``range_batch_norm`` are plain ops too.
+so float32 stays accurate far from zero) in few passes over memory and three fresh full-size
+tensors (on a small VM fresh tensors' page faults cost as much as the arithmetic), and whose
+backward is lesson 02's closed form; small training inputs take a path with fewer ops, since
+there each op's fixed cost dominates. ``batch_norm_compiled`` is the same math through
+torch.compile, fused into one C++ kernel per direction: forward reads x three times (mu~;
+residual mean and sigma2_B; y), backward reads dy and x twice. ``batch_norm_plain`` is lesson
+01's formula in plain ops, differentiated by autograd and tested equal to it; ``batch_renorm``
+and ``range_batch_norm`` are plain ops too.
 """
 
 from __future__ import annotations
@@ -357,8 +361,9 @@ def _compiler_missing() -> str | None:
 def batch_norm_compiled(input, running_mean, running_var, weight=None, bias=None, training=False,
                         momentum=0.1, eps=1e-5):
     """batch_norm (same arguments, math, checks and in-place running statistics) compiled by
-    torch.compile from bnlab's own formula: training fuses into one pass for mu_B and sigma2_B and
-    one for y, and the backward into one for sum dy and sum dy * x_hat and one for dx.
+    torch.compile from bnlab's own formula. Inductor fuses training into one kernel per direction:
+    forward reads x for mu~, again for the residual mean and sigma2_B, and once more to write y;
+    backward reads dy and x for sum dy and sum dy * x_hat, then again to write dx.
 
     Compiled with dynamic=False on first use: the first call takes seconds (forward and backward
     are compiled), and each new input shape, dtype or layout compiles again (about 2 s with
