@@ -124,12 +124,14 @@ class BatchNormFunction(torch.autograd.Function):
 
     Passes over an x-sized tensor in training (R: read, W: write; reductions run along contiguous
     rows, see _rows):
-        forward:  mu~ = mean x (R); xc = x - mu~ (RW, saved); shift = mean xc (R);
-                  sum xc^2 by vector_norm (R); y = xc * s (RW); y += t (RW)                = 6R 3W
-        backward: sum dy (R); dy * xc into dx's buffer (RRW) and its sum (R);
-                  dx = dy * k (RW); dx += xc * k2 (RRW); dx += k3 (RW)                   = 8R 4W
-    with s, t, k, k2, k3 per-channel (C,) vectors; three fresh x-sized tensors (xc, y, dx). The
-    kernel before this one also made 21 passes, but with slower ops: reductions over dims (0, 2, 3)
+        forward:  mu~ = mean x (R); xc = x - mu~ into y's buffer (RW); shift = mean xc (R);
+                  sum xc^2 by vector_norm (R); y = xc * s in place (RW); y += t (RW)       = 6R 3W
+        backward: sum dy (R); xc = x - mu~ into dx's buffer (RW); xc *= dy (RRW); its sum (R);
+                  dx = x - mu~ (RW); dx *= k2 (RW); dx += k3 (RW); dx += dy * k (RRW)     = 11R 6W
+    with s, t, k, k2, k3 per-channel (C,) vectors, and two fresh x-sized tensors (y, dx), as
+    torch's BN. Saving xc instead (8R 4W backward, three fresh tensors) was 5-15% slower here: a
+    fresh 16 MiB tensor costs more in page faults than two passes. The kernel before this one
+    made 21 passes (11 + 10) with three fresh tensors and slower ops: reductions over dims (0, 2, 3)
     (twice the time of row sums), the squares written out, and addcmul with two broadcast (C,)
     operands, which takes torch's unvectorized CPU loop (1.8 ms where a mul and an in-place add take
     0.75 ms). Measured and dropped: torch.var_mean (Welford, 80x slower than a mean on CPU), bmm or
@@ -156,24 +158,27 @@ class BatchNormFunction(torch.autograd.Function):
             # `shift` of xc (small and exact enough) corrects it: mu_B = mu~ + shift, and
             # sigma2_B = mean xc^2 - shift^2. torch.var_mean (Welford) was 80x slower on CPU.
             mean = _channel_sum(x, dims).div_(m)
-            xc = x - mean.view(shape)
-            shift = _channel_sum(xc, dims).div_(m)
-            var = _channel_sum_squares(xc, dims).div_(m).sub_(shift * shift)
+            # xc is written where y goes, then turned into y in place: backward recomputes it
+            # from x, which costs two passes but no third fresh tensor and 16 MiB less held per
+            # layer until backward (x is saved anyway, as torch's BN saves it)
+            out = x - mean.view(shape)
+            shift = _channel_sum(out, dims).div_(m)
+            var = _channel_sum_squares(out, dims).div_(m).sub_(shift * shift)
             invstd = torch.rsqrt(var + eps)
             if running_mean is not None:
                 update_running_stats_(running_mean, running_var, mean + shift, var, momentum, count=m)
             # y = gamma * invstd * (xc - shift) + beta
             scale = invstd if weight is None else weight * invstd
             offset = -shift * scale if bias is None else bias - shift * scale
-            out = torch.mul(xc, scale.view(shape)).add_(offset.view(shape))
-            ctx.save_for_backward(xc, shift, invstd, weight)
+            out.mul_(scale.view(shape)).add_(offset.view(shape))
+            ctx.save_for_backward(x, mean, shift, invstd, weight)
         else:
             invstd = torch.rsqrt(running_var + eps)
             scale = invstd if weight is None else weight * invstd
             offset = -running_mean * scale if bias is None else bias - running_mean * scale
             out = torch.mul(x, scale.view(shape)).add_(offset.view(shape))
             # the input itself (no copy): dL/dgamma needs x - running_mean only in backward
-            ctx.save_for_backward(input, running_mean, invstd, weight)
+            ctx.save_for_backward(input, running_mean, None, invstd, weight)
         return out.to(input.dtype)
 
     # Small inputs (lesson 08's batches of 2): each torch op costs ~1.5 us whatever its size, so
@@ -222,33 +227,34 @@ class BatchNormFunction(torch.autograd.Function):
             grads = [None if g is None or not need else g.to(dtype) for g, need, dtype
                      in zip((grad_input, grad_weight, grad_bias), (need_x, need_w, need_b), ctx.dtypes)]
             return (*grads, None, None, None, None, None)
-        xc, shift, invstd, weight = ctx.saved_tensors
-        dims, shape = reduction_shapes(xc)
+        # training: x, mu~ (xc = x - mu~), xc's residual mean; eval: the input, running_mean, None
+        x, centre, shift, invstd, weight = ctx.saved_tensors
+        dims, shape = reduction_shapes(x)
         scale = invstd if weight is None else weight * invstd
         grad_input = grad_weight = grad_bias = None
         if not ctx.training:
             # eval: mu and sigma^2 are the running constants, BN is an affine map of x
-            # (here xc is the input and shift the running mean)
             if need_x:
                 grad_input = torch.mul(dy, scale.view(shape))
             if need_w:
-                grad_weight = _channel_sum((_half_to_float(xc) - shift.view(shape)).mul_(dy), dims).mul_(invstd)
+                grad_weight = _channel_sum((_half_to_float(x) - centre.view(shape)).mul_(dy), dims).mul_(invstd)
             if need_b:
                 grad_bias = _channel_sum(dy, dims)
         else:
-            m = xc.numel() // xc.shape[1]
+            m = x.numel() // x.shape[1]
             sum_dy = _channel_sum(dy, dims)
-            # one full-size buffer: dy * xc for the sums first, then overwritten with dx
-            grad_input = torch.mul(dy, xc)
+            # one full-size buffer: xc * dy for the sums first, then overwritten with dx. xc, not
+            # x: sum dy * x - mu * sum dy cancels catastrophically when |mu| >> sigma
+            grad_input = (x - centre.view(shape)).mul_(dy)
             # sum dy * x_hat = invstd * (sum dy * xc - shift * sum dy)
             sum_dy_xhat = _channel_sum(grad_input, dims).sub_(shift * sum_dy).mul_(invstd)
             if need_x:
                 # dx = gamma * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)), x_hat = (xc - shift) * invstd
-                #    = k * dy + k2 * xc + k3
+                #    = k2 * xc + k3 + k * dy
                 k2 = -scale * invstd * sum_dy_xhat / m
                 k3 = -scale * sum_dy / m - k2 * shift
-                torch.mul(dy, scale.view(shape), out=grad_input)
-                grad_input.addcmul_(xc, k2.view(shape)).add_(k3.view(shape))
+                torch.sub(x, centre.view(shape), out=grad_input).mul_(k2.view(shape)).add_(k3.view(shape))
+                grad_input.addcmul_(dy, scale.view(shape))
             else:
                 grad_input = None
             grad_weight = sum_dy_xhat if need_w else None
