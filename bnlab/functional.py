@@ -114,6 +114,22 @@ def _channel_sum_squares(t: torch.Tensor, dims) -> torch.Tensor:
     return torch.linalg.vector_norm(rows, 2, 2).square_().sum(0)
 
 
+def _blocks(t: torch.Tensor) -> list[slice]:
+    """Slices of dim 0 of about BLOCK_BYTES each, for a chain of ops on one block at a time: the
+    block the first op writes stays in cache for the next ones (one pass over memory for the
+    chain instead of one per op). One block for a non-contiguous tensor."""
+    if not t.is_contiguous() or t.dim() == 0 or t.shape[0] < 2:
+        return [slice(None)]
+    step = max(1, BLOCK_BYTES // max(1, t[0].numel() * t.element_size()))
+    return [slice(i, i + step) for i in range(0, t.shape[0], step)]
+
+
+def _add(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
+    return part if total is None else total.add_(part)
+
+
+# a few blocks per tensor fit the 32 MiB L3 of the course's 2-core VM with room for three tensors
+BLOCK_BYTES = 2 << 20
 # training inputs up to this many values take BatchNormFunction's few-ops path (see _forward_small)
 SMALL_INPUT = 1 << 15
 
@@ -123,15 +139,18 @@ class BatchNormFunction(torch.autograd.Function):
     backward, in few passes over memory and few fresh tensors (eager torch cannot fuse ops).
 
     Passes over an x-sized tensor in training (R: read, W: write; reductions run along contiguous
-    rows, see _rows):
-        forward:  mu~ = mean x (R); xc = x - mu~ into y's buffer (RW); shift = mean xc (R);
-                  sum xc^2 by vector_norm (R); y = xc * s in place (RW); y += t (RW)       = 6R 3W
-        backward: sum dy (R); xc = x - mu~ into dx's buffer (RW); xc *= dy (RRW); its sum (R);
-                  dx = x - mu~ (RW); dx *= k2 (RW); dx += k3 (RW); dx += dy * k (RRW)     = 11R 6W
-    with s, t, k, k2, k3 per-channel (C,) vectors, and two fresh x-sized tensors (y, dx), as
-    torch's BN. Saving xc instead (8R 4W backward, three fresh tensors) was 5-15% slower here: a
-    fresh 16 MiB tensor costs more in page faults than two passes. The kernel before this one
-    made 21 passes (11 + 10) with three fresh tensors and slower ops: reductions over dims (0, 2, 3)
+    rows, see _rows). Ops in brackets run block by block (_blocks, 2 MiB of x each), so that only
+    the first touch of a block goes to memory and the rest of the chain finds it in cache:
+        forward:  mu~ = mean x (R); [xc = x - mu~ into y's buffer (RW); sum xc; sum xc^2 by
+                  vector_norm]; [y = xc * s in place (RW); y += t]              memory: 3R 2W
+        backward: [sum dy (R); xc = x - mu~ into dx's buffer (RW); xc *= dy; its sum];
+                  [dx = x - mu~ (RW); dx *= k2; dx += k3; dx += dy * k (R)]     memory: 4R 2W
+    that is 11 passes against the 8 that BN needs (benchmarks/bench_batchnorm.py), 14 ops over
+    x-sized tensors, with s, t, k, k2, k3 per-channel (C,) vectors and two fresh x-sized tensors
+    (y, dx), as torch's BN. Blocks were 10-15% faster than whole-tensor ops. Saving xc instead of x
+    (two ops fewer in backward, three fresh tensors) was 5-15% slower: a fresh 16 MiB tensor costs
+    more in page faults on this VM than two passes. The kernel before this one made 21 passes
+    (11 + 10) with three fresh tensors and slower ops: reductions over dims (0, 2, 3)
     (twice the time of row sums), the squares written out, and addcmul with two broadcast (C,)
     operands, which takes torch's unvectorized CPU loop (1.8 ms where a mul and an in-place add take
     0.75 ms). Measured and dropped: torch.var_mean (Welford, 80x slower than a mean on CPU), bmm or
@@ -161,16 +180,23 @@ class BatchNormFunction(torch.autograd.Function):
             # xc is written where y goes, then turned into y in place: backward recomputes it
             # from x, which costs two passes but no third fresh tensor and 16 MiB less held per
             # layer until backward (x is saved anyway, as torch's BN saves it)
-            out = x - mean.view(shape)
-            shift = _channel_sum(out, dims).div_(m)
-            var = _channel_sum_squares(out, dims).div_(m).sub_(shift * shift)
+            out = torch.empty_like(x)
+            blocks = _blocks(x)
+            sum_xc = sum_xc2 = None
+            for b in blocks:
+                xc = torch.sub(x[b], mean.view(shape), out=out[b])
+                sum_xc = _add(sum_xc, _channel_sum(xc, dims))
+                sum_xc2 = _add(sum_xc2, _channel_sum_squares(xc, dims))
+            shift = sum_xc.div_(m)
+            var = sum_xc2.div_(m).sub_(shift * shift)
             invstd = torch.rsqrt(var + eps)
             if running_mean is not None:
                 update_running_stats_(running_mean, running_var, mean + shift, var, momentum, count=m)
             # y = gamma * invstd * (xc - shift) + beta
             scale = invstd if weight is None else weight * invstd
             offset = -shift * scale if bias is None else bias - shift * scale
-            out.mul_(scale.view(shape)).add_(offset.view(shape))
+            for b in blocks:
+                out[b].mul_(scale.view(shape)).add_(offset.view(shape))
             ctx.save_for_backward(x, mean, shift, invstd, weight)
         else:
             invstd = torch.rsqrt(running_var + eps)
@@ -242,19 +268,25 @@ class BatchNormFunction(torch.autograd.Function):
                 grad_bias = _channel_sum(dy, dims)
         else:
             m = x.numel() // x.shape[1]
-            sum_dy = _channel_sum(dy, dims)
             # one full-size buffer: xc * dy for the sums first, then overwritten with dx. xc, not
             # x: sum dy * x - mu * sum dy cancels catastrophically when |mu| >> sigma
-            grad_input = (x - centre.view(shape)).mul_(dy)
+            grad_input = torch.empty_like(x)
+            blocks = _blocks(x)
+            sum_dy = sum_dy_xc = None
+            for b in blocks:
+                sum_dy = _add(sum_dy, _channel_sum(dy[b], dims))
+                xc_dy = torch.sub(x[b], centre.view(shape), out=grad_input[b]).mul_(dy[b])
+                sum_dy_xc = _add(sum_dy_xc, _channel_sum(xc_dy, dims))
             # sum dy * x_hat = invstd * (sum dy * xc - shift * sum dy)
-            sum_dy_xhat = _channel_sum(grad_input, dims).sub_(shift * sum_dy).mul_(invstd)
+            sum_dy_xhat = sum_dy_xc.sub_(shift * sum_dy).mul_(invstd)
             if need_x:
                 # dx = gamma * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)), x_hat = (xc - shift) * invstd
                 #    = k2 * xc + k3 + k * dy
                 k2 = -scale * invstd * sum_dy_xhat / m
                 k3 = -scale * sum_dy / m - k2 * shift
-                torch.sub(x, centre.view(shape), out=grad_input).mul_(k2.view(shape)).add_(k3.view(shape))
-                grad_input.addcmul_(dy, scale.view(shape))
+                for b in blocks:
+                    dx = torch.sub(x[b], centre.view(shape), out=grad_input[b])
+                    dx.mul_(k2.view(shape)).add_(k3.view(shape)).addcmul_(dy[b], scale.view(shape))
             else:
                 grad_input = None
             grad_weight = sum_dy_xhat if need_w else None
