@@ -404,10 +404,12 @@ def batch_norm_compiled(input, running_mean, running_var, weight=None, bias=None
     backward reads dy and x for sum dy and sum dy * x_hat, then again to write dx.
 
     Compiled with dynamic=False on first use: the first call takes seconds (forward and backward
-    are compiled), and each new input shape, dtype or layout compiles again (about 2 s with
-    inductor's cache warm); after torch._dynamo.config.cache_size_limit shapes torch falls back
-    to eager for that function. Where torch.compile cannot run (no C++ compiler, Windows, a torch
-    without it) this warns once (RuntimeWarning) and runs the eager batch_norm instead.
+    are compiled: 5 s on the course's 2-core VM, 10 s with inductor's disk cache cold), and each
+    new input shape, dtype, layout, training flag or eps compiles again (about 2 s). After
+    torch._dynamo.config.recompile_limit (8) of them torch warns and runs the formula eagerly
+    from then on (correct, but slower than batch_norm). Where torch.compile cannot run (no C++
+    compiler, Windows, a torch without it) this warns once (RuntimeWarning) and runs the eager
+    batch_norm instead.
     """
     global _compiled_formula
     check_batch_norm_inputs(input, running_mean, running_var, weight, bias, training, eps)
