@@ -181,21 +181,26 @@ def _offset_case():
     return x32, (x64 - mu) / torch.sqrt(var + 1e-5)
 
 
-def test_float32_stability_not_worse_than_torch():
-    """float32 input 1e4 + randn: ours is as accurate as torch's own float32 kernel.
+@pytest.mark.parametrize("small_input", [0, 1 << 30], ids=["large-input path", "small-input path"])
+def test_float32_stability_not_worse_than_torch(monkeypatch, small_input):
+    """float32 input 1e4 + randn: ours is as accurate as torch's own float32 kernel, on both paths.
     (A plain float32 mean at 1e4 is off by a few ulps, ~2e-3, which would make ours 3x worse than
     torch: this test needs the corrected two-pass statistics.)"""
+    monkeypatch.setattr(bnlab.functional, "SMALL_INPUT", small_input)
     x32, truth = _offset_case()
     ours_err = max_err(bnlab.batch_norm(x32, None, None, training=True), truth)
     torch_err = max_err(F.batch_norm(x32, None, None, training=True), truth)
     assert ours_err <= 1.5 * torch_err + 1e-6, (ours_err, torch_err)
 
 
-def test_float32_gradients_with_large_offset_not_worse_than_torch():
+@pytest.mark.parametrize("small_input", [0, 1 << 30], ids=["large-input path", "small-input path"])
+def test_float32_gradients_with_large_offset_not_worse_than_torch(monkeypatch, small_input):
     """float32 input 1e4 + randn: the grads of input and weight, against torch in float64 on the same
     values, are as accurate as torch's and within a few float32 ulps of the largest value (torch's
-    are 50x and 3000x further off here). The large-input path keeps xc = x - mu~, whose residual
-    mean (a few ulps of 1e4) its backward must account for: without, grad input is 10 ulps off."""
+    are 50x and 3000x further off here), on both kernel paths. The large-input path keeps
+    xc = x - mu~, whose residual mean (a few ulps of 1e4) its backward must account for: without,
+    grad input is 10 ulps off."""
+    monkeypatch.setattr(bnlab.functional, "SMALL_INPUT", small_input)
     x32, _ = _offset_case()
     grad_out = torch.randn(x32.shape, generator=torch.Generator().manual_seed(3))
     w = torch.linspace(0.5, 2.0, x32.shape[1])
