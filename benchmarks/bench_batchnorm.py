@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs="+", default=[64, 64, 32, 32])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--small-shape", type=int, nargs=4, default=[2, 16, 8, 8],
                         help="input of the batch-2 BN module step (N, C, H, W)")
