@@ -149,9 +149,9 @@ class BatchNormFunction(torch.autograd.Function):
     the first touch of a block goes to memory and the rest of the chain finds it in cache:
         forward:  mu~ = mean x (R); [xc = x - mu~ into y's buffer (RW); sum xc; sum xc^2 by
                   vector_norm]; [y = xc * s in place (RW); y += t]              memory: 3R 2W
-        backward: [sum dy (R); xc = x - mu~ into dx's buffer (RW); xc *= dy; its sum];
-                  [dx = x - mu~ (RW); dx *= k2; dx += k3; dx += dy * k (R)]     memory: 4R 2W
-    that is 11 passes against the 8 that BN needs (benchmarks/bench_batchnorm.py), 14 ops over
+        backward: [sum dy (R); xc = x - mu~ into a block-sized scratch (R); xc *= dy; its sum];
+                  [dx = x - mu~ (RW); dx *= k2; dx += k3; dx += dy * k (R)]     memory: 4R 1W
+    that is 10 passes against the 8 that BN needs (benchmarks/bench_batchnorm.py), 14 ops over
     x-sized tensors, with s, t, k, k2, k3 per-channel (C,) vectors and two fresh x-sized tensors
     (y, dx), as torch's BN. Blocks were 10-15% faster than whole-tensor ops. Saving xc instead of x
     (two ops fewer in backward, three fresh tensors) was 5-15% slower: a fresh 16 MiB tensor costs
@@ -278,14 +278,17 @@ class BatchNormFunction(torch.autograd.Function):
                 grad_bias = _channel_sum(dy, dims)
         else:
             m = x.numel() // x.shape[1]
-            # one full-size buffer: xc * dy for the sums first, then overwritten with dx. xc, not
-            # x: sum dy * x - mu * sum dy cancels catastrophically when |mu| >> sigma
+            # xc * dy for the sums, in a block-sized scratch that stays in cache (dx's buffer when
+            # there is one block). xc, not x: sum dy * x - mu * sum dy cancels catastrophically
+            # when |mu| >> sigma
             grad_input = torch.empty_like(x)
             blocks = _blocks(x)
+            scratch = grad_input if len(blocks) == 1 else torch.empty_like(x[blocks[0]])
             sum_dy = sum_dy_xc = None
             for b in blocks:
+                xb = x[b]
                 sum_dy = _add(sum_dy, _channel_sum(dy[b], dims))
-                xc_dy = torch.sub(x[b], centre.view(shape), out=grad_input[b]).mul_(dy[b])
+                xc_dy = torch.sub(xb, centre.view(shape), out=scratch[:xb.shape[0]]).mul_(dy[b])
                 sum_dy_xc = _add(sum_dy_xc, _channel_sum(xc_dy, dims))
             # sum dy * x_hat = invstd * (sum dy * xc - shift * sum dy)
             sum_dy_xhat = sum_dy_xc.sub_(shift * sum_dy).mul_(invstd)
