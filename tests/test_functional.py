@@ -181,14 +181,37 @@ def _offset_case():
     return x32, (x64 - mu) / torch.sqrt(var + 1e-5)
 
 
-def test_float32_stability_not_worse_than_torch():
-    """float32 input 1e4 + randn: ours is as accurate as torch's own float32 kernel.
+@pytest.mark.parametrize("small_input", [0, 1 << 30], ids=["large-input path", "small-input path"])
+def test_float32_stability_not_worse_than_torch(monkeypatch, small_input):
+    """float32 input 1e4 + randn: ours is as accurate as torch's own float32 kernel, on both paths.
     (A plain float32 mean at 1e4 is off by a few ulps, ~2e-3, which would make ours 3x worse than
     torch: this test needs the corrected two-pass statistics.)"""
+    monkeypatch.setattr(bnlab.functional, "SMALL_INPUT", small_input)
     x32, truth = _offset_case()
     ours_err = max_err(bnlab.batch_norm(x32, None, None, training=True), truth)
     torch_err = max_err(F.batch_norm(x32, None, None, training=True), truth)
     assert ours_err <= 1.5 * torch_err + 1e-6, (ours_err, torch_err)
+
+
+@pytest.mark.parametrize("small_input", [0, 1 << 30], ids=["large-input path", "small-input path"])
+def test_float32_gradients_with_large_offset_not_worse_than_torch(monkeypatch, small_input):
+    """float32 input 1e4 + randn: the grads of input and weight, against torch in float64 on the same
+    values, are as accurate as torch's and within a few float32 ulps of the largest value (torch's
+    are 50x and 3000x further off here), on both kernel paths. The large-input path keeps
+    xc = x - mu~, whose residual mean (a few ulps of 1e4) its backward must account for: without,
+    grad input is 10 ulps off."""
+    monkeypatch.setattr(bnlab.functional, "SMALL_INPUT", small_input)
+    x32, _ = _offset_case()
+    grad_out = torch.randn(x32.shape, generator=torch.Generator().manual_seed(3))
+    w = torch.linspace(0.5, 2.0, x32.shape[1])
+    truth = _forward_backward(F.batch_norm, x32.double(), w.double(), None, None, None, True, 0.1, grad_out.double())
+    ours = _forward_backward(bnlab.batch_norm, x32, w, None, None, None, True, 0.1, grad_out)
+    ref = _forward_backward(F.batch_norm, x32, w, None, None, None, True, 0.1, grad_out)
+    ulp = torch.finfo(torch.float32).eps
+    for i, name, ulps in ((1, "grad input", 4), (2, "grad weight", 16)):
+        ours_err, torch_err = max_err(ours[i], truth[i]), max_err(ref[i], truth[i])
+        assert ours_err <= 1.5 * torch_err + 1e-6, (name, ours_err, torch_err)
+        assert ours_err <= ulps * ulp * float(truth[i].abs().max()), (name, ours_err)
 
 
 def test_float32_two_pass_far_better_than_naive():
@@ -351,3 +374,75 @@ def test_functionals_are_importable_from_their_old_homes():
         assert name in functional.__all__
     for name in ("batch_norm", "batch_norm_plain", "batch_renorm", "range_batch_norm"):
         assert getattr(bnlab, name) is getattr(functional, name), name
+
+
+# ----------------------------------------------------------------------------- both kernel paths
+# Training inputs of up to functional.SMALL_INPUT values take a few-ops path; the tests above use
+# small shapes, so these run the same comparisons with every input forced onto the large-input path.
+@pytest.fixture
+def large_input_path(monkeypatch):
+    monkeypatch.setattr(bnlab.functional, "SMALL_INPUT", 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(6, 3), (4, 2, 5), (3, 4, 2, 3), (2, 3, 2, 2, 3), (16, 4, 8, 8)])
+@pytest.mark.parametrize("affine", [(True, True), (False, False), (True, False), (False, True)],
+                         ids=["affine", "none", "weight", "bias"])
+def test_large_input_path_matches_torch(large_input_path, shape, affine, dtype):
+    """The large-input kernel: outputs, grads and running stats over 3 steps like F.batch_norm
+    (float32: within 1e-5 of torch and of the float64 truth, give or take torch's own error)."""
+    w, b = _affine(shape[1], dtype, 4, *affine)
+    runs = Runs(dtype, _running(shape[1], dtype, 4))
+    for step in range(3):
+        x = random_bn_input(shape, dtype, seed=step)
+        grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(step), dtype=torch.float64).to(dtype)
+        runs.step(x, w, b, True, 0.3, grad_out, f"step {step}")
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 4), (2, 3, 2, 3)])
+def test_large_input_path_gradcheck(large_input_path, shape):
+    g = torch.Generator().manual_seed(1)
+    c = shape[1]
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(c, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    b = torch.randn(c, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: bnlab.batch_norm(x, None, None, w, b, training=True),
+                                    (x, w, b), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["small", "large"])
+def test_channels_last_and_strided_input(monkeypatch, path):
+    """Non-contiguous input (channels_last, a transposed view) gives torch's numbers on both paths."""
+    if path == "large":
+        monkeypatch.setattr(bnlab.functional, "SMALL_INPUT", 0)
+    base = random_bn_input((4, 3, 5, 6), torch.float64, seed=9)
+    grad_out = torch.randn(4, 3, 5, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    w, b = _affine(3, torch.float64, 9, True, True)
+    for x in (base.contiguous(memory_format=torch.channels_last), base.transpose(2, 3).contiguous().transpose(2, 3)):
+        assert not x.is_contiguous()
+        Runs(torch.float64, _running(3, torch.float64, 9)).step(x, w, b, True, 0.1, grad_out, path)
+
+
+@pytest.mark.parametrize("path", ["small", "large"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mixed_precision_matches_torch(monkeypatch, path, training, dtype):
+    """float16/bfloat16 input with float32 weight, bias and running stats (autocast's case): the
+    output and grad input in the input's dtype, the rest float32, all within a rounding of torch's."""
+    if path == "large":
+        monkeypatch.setattr(bnlab.functional, "SMALL_INPUT", 0)
+    x = random_bn_input((6, 3, 4, 4), torch.float32, seed=2).to(dtype)
+    grad_out = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(2)).to(dtype)
+    w, b = _affine(3, torch.float32, 2, True, True)
+    rm, rv = _running(3, torch.float32, 2)
+    results = []
+    for fn in (bnlab.batch_norm, F.batch_norm):
+        stats = rm.clone(), rv.clone()
+        results.append(_forward_backward(fn, x, w, b, *stats, training, 0.1, grad_out) + stats)
+    names = Runs.NAMES + ("running_mean", "running_var")
+    for name, ours, ref in zip(names, *results):
+        assert ours.dtype == ref.dtype, f"{name}: {ours.dtype} vs {ref.dtype}"
+        # one rounding of the low-precision output (8 or 11 bits) on values up to ~|ref|
+        ulp = 2.0 ** -7 if dtype == torch.bfloat16 else 2.0 ** -10
+        tol = (ulp if ref.dtype == dtype else 1e-5) * max(1.0, float(ref.abs().max()))
+        assert max_err(ours, ref) <= tol, f"{name}: {max_err(ours, ref):.3g} > {tol:.3g}"
