@@ -153,11 +153,14 @@ def main() -> None:
                                            args.repeats, args.rounds, dev)
         print(f"fwd+bwd eager    ours {ours * 1e3:7.2f} ms  torch {theirs * 1e3:7.2f} ms  ratio "
               f"{statistics.median(ratios):.2f}  (rounds {', '.join(f'{r:.2f}' for r in ratios)}; target <= 1.00)")
-        rows.append(Row(f"fwd+bwd {shape} eager, ours / F.batch_norm", ours * 1e3, theirs * 1e3, "ms",
+        rows.append(Row(f"fwd+bwd {shape} eager, {threads} thread(s), ours / F.batch_norm",
+                        ours * 1e3, theirs * 1e3, "ms",
                         target=1.0, ratio=statistics.median(ratios), note=note))
-        rows.append(Row("fwd+bwd eager, ours / memory-traffic limit", ours * 1e3, limit * 1e3, "ms", target=2.0,
+        rows.append(Row(f"fwd+bwd eager, {threads} thread(s), ours / memory-traffic limit",
+                        ours * 1e3, limit * 1e3, "ms", target=2.0,
                         note=f"8 passes at {bandwidth / 1e9:.1f} GB/s; {note}"))
-        rows.append(Row("fwd+bwd, torch / memory-traffic limit", theirs * 1e3, limit * 1e3, "ms", note=note))
+        rows.append(Row(f"fwd+bwd, {threads} thread(s), torch / memory-traffic limit",
+                        theirs * 1e3, limit * 1e3, "ms", note=note))
         print(f"  / limit: ours {ours / limit:.2f}  torch {theirs / limit:.2f}  (target ours <= 2.00)")
 
         if compiled_seconds is not None:
@@ -167,16 +170,18 @@ def main() -> None:
             print(f"fwd+bwd compiled ours {comp * 1e3:7.2f} ms  torch {theirs_c * 1e3:7.2f} ms  ratio "
                   f"{statistics.median(ratios_c):.2f}  (rounds {', '.join(f'{r:.2f}' for r in ratios_c)}; "
                   f"target <= 0.80); / limit {comp / limit:.2f}")
-            rows.append(Row(f"fwd+bwd {shape} compiled, ours / F.batch_norm", comp * 1e3, theirs_c * 1e3, "ms",
+            rows.append(Row(f"fwd+bwd {shape} compiled, {threads} thread(s), ours / F.batch_norm",
+                            comp * 1e3, theirs_c * 1e3, "ms",
                             target=0.8, ratio=statistics.median(ratios_c), note=note))
-            rows.append(Row("fwd+bwd compiled / memory-traffic limit", comp * 1e3, limit * 1e3, "ms", note=note))
+            rows.append(Row(f"fwd+bwd compiled, {threads} thread(s), ours / memory-traffic limit",
+                            comp * 1e3, limit * 1e3, "ms", note=note))
 
         ev, ev_t, ev_r = interleaved(eval_step(batch_norm, x.detach(), weight, bias, running()),
                                      eval_step(F.batch_norm, x.detach(), weight, bias, running()),
                                      args.repeats, args.rounds, dev)
         print(f"forward eval     ours {ev * 1e3:7.2f} ms  torch {ev_t * 1e3:7.2f} ms  ratio "
               f"{statistics.median(ev_r):.2f}")
-        rows.append(Row(f"forward {shape} eval, ours / F.batch_norm", ev * 1e3, ev_t * 1e3, "ms",
+        rows.append(Row(f"forward {shape} eval, {threads} thread(s), ours / F.batch_norm", ev * 1e3, ev_t * 1e3, "ms",
                         ratio=statistics.median(ev_r), note=note))
 
     # batch 2: per-call overhead, not bandwidth, decides; one thread as lesson 08's small nets
