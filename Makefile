@@ -99,8 +99,14 @@ setup:
 # What make set up, and where the lessons will run.
 WHICH_TORCH = @$(PY) -c "from bnlab.runtime import environment_summary; print(environment_summary())"
 
+# JupyterLab saves the widgets' state with a notebook (as .binder/postBuild sets it for Binder), so
+# a saved lesson's explorers show again when it is reopened
+WIDGET_STATE := {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": true}}
+
 lab: setup
 	$(WHICH_TORCH)
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@echo '$(WIDGET_STATE)' > $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(VENV)/bin/jupyter lab notebooks/00_index.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 test: setup
