@@ -1,24 +1,33 @@
-"""Interactive explorers for the lessons (ipywidgets).
+"""Interactive explorers for the lessons: they draw in the browser.
 
-Each explorer owns one matplotlib figure and a few controls. Moving a control recomputes from data
-recorded when the explorer was built (a fixed random sample, recorded batches) and redraws the
-figure through `bnlab.plots`; nothing is trained. The data an explorer shows are computed in
-`bnlab.data` and `bnlab.experiments`. Display one in a notebook by making it the last expression of
-a cell.
+An explorer is an anywidget widget: a small Python class that computes, once, the data it shows (a
+fixed random sample, recorded training runs) and sends them in its `data` trait, and a small
+JavaScript view (`bnlab/static/<name>.js`) that draws them on a canvas and redraws on every control
+move without asking the kernel: BN of the playground's sample, the running average, picking a step,
+layer or run from the records happen in the browser. Only a button that trains goes back to Python.
+The widget's state, JavaScript included, is saved with the notebook, so a committed notebook and the
+course's static site keep their explorers moving with no kernel at all.
 
-The figure is rendered to PNG bytes in an ``ipywidgets.Image`` rather than shown in an ``Output``
-widget: an Output sends display and clear_output messages on every redraw, which a kernel without a
-front end (nbval, nbclient) records as stray cell outputs.
+A new explorer is a subclass of `Explorer` that sets VIEW (its view file) and fills `data`, and
+`snapshot()` draws the same records with matplotlib, for renderers that run no JavaScript (GitHub's).
+The view file imports from `explorer.js` (controls, canvas plots) and `bn.js` (the per-move
+computations); `bundle()` joins them into the one ES module anywidget loads, and node's test runner
+imports them as they are (`tests/js/`).
 """
 
 from __future__ import annotations
 
 import html
 import io
+import json
+import re
+from pathlib import Path
 
+import anywidget
 import ipywidgets as widgets
 import numpy as np
 import PIL.Image
+import traitlets
 from IPython.display import display
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.layout_engine import ConstrainedLayoutEngine
@@ -28,14 +37,113 @@ from .data import base_sample, drifting_batches
 from .experiments import final_results, gradient_flow_table, ramp_lag
 from .reference import batchnorm_backward, batchnorm_forward, running_average
 
-__all__ = ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
-           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer",
+__all__ = ["Explorer", "ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
+           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "bundle", "rounded", "MAX_PAYLOAD_BYTES",
            # moved, re-exported for the notebooks: base_sample to bnlab.data, the others to bnlab.experiments
            "final_results", "base_sample", "ramp_lag"]
 
+STATIC = Path(__file__).resolve().parent / "static"
+LIBRARY = ("bn.js", "explorer.js")   # bundled before every view, dependencies first
+MAX_PAYLOAD_BYTES = 1_000_000        # what one explorer may send (its data as JSON)
+_IMPORT = re.compile(r'^import\s*\{[^}]*\}\s*from\s*"\./([\w-]+\.js)";?[ \t]*\n', re.M)
+_EXPORT = re.compile(r"^export (?=(?:async )?function|const |let |class )", re.M)
 
-class Explorer:
-    """A figure, its controls and a text readout; redraws on every control change."""
+
+def bundle(view: str) -> str:
+    """One ES module from LIBRARY and a view file of bnlab/static: the library's exports become plain
+    declarations and the imports between these files go (they are all in the one module now), so a
+    view may import only from them; only the view's `export default` stays. Nothing is loaded from
+    anywhere else, a CDN least of all."""
+    parts = []
+    for name in (*LIBRARY, view):
+        path = STATIC / name
+        if not path.is_file():
+            raise ValueError(f"no explorer view {name!r} in {STATIC}")
+        text = path.read_text(encoding="utf-8")
+        for imported in _IMPORT.findall(text):
+            if imported not in LIBRARY:
+                raise ValueError(f"{name} imports {imported!r}; a view may import only from {LIBRARY}")
+        text = _EXPORT.sub("", _IMPORT.sub("", text))
+        if re.search(r"^\s*import\b", text, re.M):
+            raise ValueError(f"{name} has an import that cannot be bundled (only `import {{...}} from \"./x.js\"`)")
+        if name != view and "export default" in text:
+            raise ValueError(f"library file {name} must not have a default export")
+        parts.append(f"// ----- bnlab/static/{name}\n{text}")
+    if "export default" not in parts[-1]:
+        raise ValueError(f"{view} must end in `export default {{ render }}`")
+    return "\n".join(parts)
+
+
+def rounded(values, digits: int = 5) -> list:
+    """values (any shape) as nested lists of floats kept to `digits` significant digits: what the
+    eye can tell apart, in about half the JSON of full float64 reprs. NaN and inf become None (JSON
+    has neither)."""
+    a = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        magnitude = np.where(finite & (a != 0), np.floor(np.log10(np.abs(np.where(finite, a, 1.0)))), 0)
+    scale = 10.0 ** (digits - 1 - magnitude)
+    r = np.where(finite, np.round(a * scale) / scale, np.nan)
+    return np.where(finite, r, None).tolist() if not finite.all() else r.tolist()
+
+
+class Explorer(anywidget.AnyWidget):
+    """An explorer: `data` is everything its view needs, sent once (at most MAX_PAYLOAD_BYTES);
+    the view (VIEW, in bnlab/static) draws and redraws it in the browser. Subclasses compute `data`
+    in __init__ and draw `figure()` with matplotlib from the same records."""
+
+    VIEW = ""
+    data = traitlets.Dict().tag(sync=True)
+
+    def __init_subclass__(cls, **kwargs):
+        if cls.__dict__.get("VIEW"):
+            cls._esm = bundle(cls.VIEW)
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self, data: dict, **kwargs):
+        size = len(json.dumps(data, allow_nan=False))
+        if size > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"{type(self).__name__} would send {size:,} bytes, more than {MAX_PAYLOAD_BYTES:,}: "
+                             "record fewer steps or coarser histograms")
+        super().__init__(data=data, **kwargs)
+        self.on_msg(self._on_message)
+
+    @property
+    def payload_bytes(self) -> int:
+        """The size of what this explorer sends, as JSON."""
+        return len(json.dumps(self.data, allow_nan=False))
+
+    def _on_message(self, _widget, content, _buffers) -> None:
+        if isinstance(content, dict) and content.get("event") == "train":
+            self.send({"event": "training", "done": False})
+            try:
+                self.train_selected(**{k: v for k, v in content.items() if k != "event"})
+            finally:
+                self.send({"event": "training", "done": True})
+
+    def train_selected(self, **settings) -> None:
+        raise ValueError(f"{type(self).__name__} has nothing to train")
+
+    def figure(self):  # pragma: no cover - each explorer defines it
+        """The explorer's first picture, drawn with matplotlib from the data it sends."""
+        raise NotImplementedError
+
+    def snapshot(self) -> None:
+        """Show the first picture as a plain image, which a renderer without JavaScript can display."""
+        display(self.figure())
+
+    def __repr__(self) -> str:
+        # what a page without JavaScript shows instead of the explorer; stable, unlike anywidget's default
+        return f"{type(self).__name__}: an explorer that draws in the browser (JupyterLab, or the course site)"
+
+
+def _colors() -> dict:
+    return {"colors": dict(plots.COLORS), "labels": dict(plots.LABELS)}
+
+
+class ImageExplorer:
+    """An explorer that redraws in Python: a matplotlib figure rendered to PNG on every control move.
+    Being replaced by Explorer (drawing in the browser)."""
 
     DPI = 80  # what the inline backend uses; keeps a redraw fast
     # Constrained layout re-solves the figure's layout on every draw (about a third of a redraw);
@@ -55,7 +163,6 @@ class Explorer:
         self.layouts = 0   # how often the layout was solved: a test can see a frozen one stay frozen
         self._layout_key = None
         for control in controls.values():
-            # sliders fire on release only where a redraw is costly; ours take milliseconds
             control.observe(self._on_change, names="value")
         self.widget = widgets.VBox([
             widgets.HBox(list(controls.values())[:3], layout=widgets.Layout(flex_flow="row wrap")),
@@ -73,8 +180,6 @@ class Explorer:
         self.update()
 
     def layout_key(self, **values):
-        """What decides the figure's layout (e.g. which kind of plot is shown); the layout is solved
-        again when it changes."""
         return None
 
     def update(self) -> None:
@@ -95,14 +200,12 @@ class Explorer:
             not isinstance(self.fig.get_layout_engine(), ConstrainedLayoutEngine)
 
     def overflows(self) -> bool:
-        """Whether anything drawn (a label, a tick label, a title) reaches outside the figure."""
         box = self.fig.get_tightbbox(self.canvas.get_renderer())   # inches
         slack = 1.0 / self.fig.dpi
         width, height = self.fig.get_size_inches()
         return box.x0 < -slack or box.y0 < -slack or box.x1 > width + slack or box.y1 > height + slack
 
     def render(self) -> bytes:
-        """The figure as PNG bytes: one Agg draw and a fast PNG encoding (savefig draws more than once)."""
         if not self._frozen():
             self.layouts += 1
         self.canvas.draw()
@@ -117,10 +220,9 @@ class Explorer:
         return buffer.getvalue()
 
     def snapshot(self) -> None:
-        """Show the current figure as a plain image, which a static web page can display (widgets it cannot)."""
         display(self.fig)
 
-    def draw(self, **values) -> str:  # pragma: no cover - each explorer defines it
+    def draw(self, **values) -> str:  # pragma: no cover
         raise NotImplementedError
 
     def _repr_mimebundle_(self, **kwargs):
@@ -140,52 +242,45 @@ def _table(rows: dict, header: tuple) -> str:
 class ForwardPlayground(Explorer):
     """One feature x = mean + scale * z over a batch, through BN: before/after histograms and statistics.
 
-    z is a fixed sample (chosen shape), so moving a slider only rescales recorded numbers.
+    z is a fixed sample of each shape (512 values, sent once); the view computes
+    x = mean + scale * z[:batch_size] and y = gamma (x - mu) / sqrt(var + eps) + beta per move.
     """
 
-    def __init__(self, seed: int = 0):
-        self.samples = {s: base_sample(s, 512, seed) for s in ("normal", "skewed", "bimodal")}
-        # wide enough for 'batch size' and 'input mean' at the notebook's 13 px font (70 px cut them)
-        style = {"description_width": "90px"}
-        slider = dict(continuous_update=True, style=style, layout=widgets.Layout(width="330px"))
-        controls = {
-            "mean": widgets.FloatSlider(value=5.0, min=-50, max=50, step=0.5, description="input mean", **slider),
-            "scale": widgets.FloatLogSlider(value=3.0, base=10, min=-3, max=2, step=0.05, description="input std",
-                                            **slider),
-            "batch_size": widgets.IntSlider(value=64, min=2, max=512, description="batch size", **slider),
-            "gamma": widgets.FloatSlider(value=1.0, min=-3, max=3, step=0.1, description="γ", **slider),
-            "beta": widgets.FloatSlider(value=0.0, min=-3, max=3, step=0.1, description="β", **slider),
-            "eps": widgets.FloatLogSlider(value=1e-5, base=10, min=-8, max=1, step=0.5, description="ε", **slider),
-            "shape": widgets.Dropdown(options=list(self.samples), value="skewed", description="shape",
-                                      style=style, layout=widgets.Layout(width="220px")),
-        }
-        fig, axes = plots.new_figure(2, pyplot=False)
-        super().__init__(controls, fig, axes)
+    VIEW = "forward_playground.js"
+    SHAPES = ("normal", "skewed", "bimodal")
+    INITIAL = {"mean": 5.0, "scale": 3.0, "batch_size": 64, "gamma": 1.0, "beta": 0.0, "eps": 1e-5,
+               "shape": "skewed"}
+
+    def __init__(self, seed: int = 0, **initial):
+        unknown = set(initial) - set(self.INITIAL)
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; the playground has {sorted(self.INITIAL)}")
+        self.samples = {s: base_sample(s, 512, seed) for s in self.SHAPES}
+        self.initial = {**self.INITIAL, **initial}
+        # full float64 (about 30 kB): the view computes on exactly the numbers compute() uses
+        super().__init__({"samples": {s: z.tolist() for s, z in self.samples.items()},
+                          "initial": self.initial, **_colors()})
 
     def compute(self, mean, scale, batch_size, gamma, beta, eps, shape):
         """x (batch_size,) and BN's y, mu, var for the given settings."""
+        if shape not in self.samples:
+            raise ValueError(f"shape must be one of {self.SHAPES}, got {shape!r}")
+        if not 2 <= batch_size <= 512:
+            raise ValueError(f"batch_size must be in 2..512 (the recorded sample), got {batch_size}")
         x = mean + scale * self.samples[shape][:batch_size]
         y, cache = batchnorm_forward(x[:, None], np.array([gamma]), np.array([beta]),
                                      {"mode": "train", "eps": eps})
         return x, y[:, 0], float(x.mean()), float(cache["var"].item())
 
-    def draw(self, **v) -> str:
-        x, y, mu, var = self.compute(**v)
-        plots.plot_before_after(x, y, self.axes,
-                                title=f"BN output: mean β = {v['beta']:.2f}, std ≈ |γ| = {abs(v['gamma']):.2f}")
-        gain = 1 / np.sqrt(var + v["eps"])
-        rows = {
-            "input x": (f"{x.mean():.3f}", f"{x.std():.3f}", f"{x.min():.3f}", f"{x.max():.3f}"),
-            "output y": (f"{y.mean():.3f}", f"{y.std():.3f}", f"{y.min():.3f}", f"{y.max():.3f}"),
-        }
-        return (_table(rows, ("", "mean", "std", "min", "max"))
-                + f"<p>batch statistics: μ = {mu:.3f}, σ² = {var:.4g}; gain 1/√(σ²+ε) = {gain:.4g}"
-                + (" &nbsp;<b>ε dominates σ²: the output std is below |γ|</b>" if v["eps"] > var / 10 else "")
-                + "</p>")
+    def figure(self, **settings):
+        v = {**self.initial, **settings}
+        x, y, _, _ = self.compute(**v)
+        return plots.plot_before_after(
+            x, y, title=f"BN output: mean β = {v['beta']:.2f}, std ≈ |γ| = {abs(v['gamma']):.2f}")
 
 
 # ----------------------------------------------------------------------------- lesson 02
-class GradientCoupling(Explorer):
+class GradientCoupling(ImageExplorer):
     """dL/dx per sample for one feature: on the left with BN in training (batch statistics) and with
     BN's eval-mode affine map (statistics held fixed); on the right BN's dx split into the three terms
     of the compact formula
@@ -286,7 +381,7 @@ class GradientCoupling(Explorer):
 
 
 # ----------------------------------------------------------------------------- lesson 03
-class MomentumExplorer(Explorer):
+class MomentumExplorer(ImageExplorer):
     """Running mean of a drifting feature for a chosen momentum (PyTorch convention)."""
 
     def __init__(self, steps: int = 400, batch_size: int = 32, drift: float = 0.02, seed: int = 0):
@@ -323,7 +418,7 @@ class MomentumExplorer(Explorer):
 
 
 # ----------------------------------------------------------------------------- lesson 04
-class ActivationExplorer(Explorer):
+class ActivationExplorer(ImageExplorer):
     """Recorded runs side by side (e.g. without and with BN): one layer's histogram at a chosen step,
     or its whole history as an image with the step marked. Reads the probes' records only.
 
@@ -392,7 +487,7 @@ class ActivationExplorer(Explorer):
 
 
 # ----------------------------------------------------------------------------- lesson 05
-class GradientFlowExplorer(Explorer):
+class GradientFlowExplorer(ImageExplorer):
     """Deep MLPs with and without BN: per-layer gradient norms at initialization (left) and test
     accuracy during training at a learning rate (right).
 
@@ -480,7 +575,7 @@ class GradientFlowExplorer(Explorer):
 
 
 # ----------------------------------------------------------------------------- lessons 06 and 08
-class SweepExplorer(Explorer):
+class SweepExplorer(ImageExplorer):
     """Recorded runs over one swept setting (a learning rate, a batch size): on the left each
     variant's test accuracy (or training loss) during training at the chosen setting, on the right
     every variant's final accuracy against the setting, the choice marked. Nothing is retrained.
@@ -524,7 +619,7 @@ class SweepExplorer(Explorer):
 
 
 # ----------------------------------------------------------------------------- lesson 07
-class MaskExplorer(Explorer):
+class MaskExplorer(ImageExplorer):
     """Predicted masks recorded during training, next to the truth: pick the test images and the
     training step; each variant's prediction and its mean IoU at that step are shown.
 

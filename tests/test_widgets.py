@@ -16,7 +16,6 @@ from bnlab.models import mlp  # noqa: E402
 from bnlab.train import train_classifier  # noqa: E402
 from bnlab.widgets import (  # noqa: E402
     ActivationExplorer,
-    ForwardPlayground,
     GradientCoupling,
     GradientFlowExplorer,
     MaskExplorer,
@@ -29,32 +28,6 @@ from bnlab.widgets import (  # noqa: E402
 
 def bar_heights(ax):
     return np.array([p.get_height() for p in ax.patches])
-
-
-def test_forward_playground_redraws_from_the_same_sample():
-    p = ForwardPlayground()
-    assert p.redraws == 1
-    before = bar_heights(p.axes[1]).copy()
-    png = bytes(p.image.value)
-    assert png.startswith(b"\x89PNG")
-    p.controls["gamma"].value = 2.0
-    assert p.redraws == 2 and bytes(p.image.value) != png
-    x, y, mu, var = p.compute(**p.values)
-    # gamma = 2 doubles the output's std; the input sample is the recorded one, not a new draw
-    assert y.std() == pytest.approx(2.0, rel=1e-4)
-    np.testing.assert_allclose(x, 5.0 + 3.0 * p.samples["skewed"][:64])
-    assert "std" in p.readout.value and "2.000" in p.readout.value
-    # same histogram counts (same x_hat), drawn over new bin edges
-    np.testing.assert_array_equal(np.sort(bar_heights(p.axes[1])), np.sort(before))
-
-
-def test_forward_playground_flags_eps_dominating():
-    p = ForwardPlayground()
-    p.controls["scale"].value = 1e-3
-    p.controls["eps"].value = 0.1
-    assert "ε dominates" in p.readout.value
-    _, y, _, _ = p.compute(**p.values)
-    assert y.std() < 0.01
 
 
 def test_gradient_coupling_sums_to_zero_in_training_only():
@@ -295,7 +268,7 @@ def mask_explorer():
 
 @pytest.fixture(scope="module")
 def explorers(fig1_runs, flow):
-    return {"ForwardPlayground": ForwardPlayground(), "GradientCoupling": GradientCoupling(),
+    return {"GradientCoupling": GradientCoupling(),
             "MomentumExplorer": MomentumExplorer(steps=200), "ActivationExplorer": ActivationExplorer(fig1_runs),
             "GradientFlowExplorer": flow, "SweepExplorer": SweepExplorer(sweep_runs()), "MaskExplorer": mask_explorer()}
 
@@ -311,7 +284,7 @@ def text_px(text: str) -> float:
                                                   ismath=False)[0]
 
 
-@pytest.mark.parametrize("name", ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
+@pytest.mark.parametrize("name", ["GradientCoupling", "MomentumExplorer", "ActivationExplorer",
                                   "GradientFlowExplorer", "SweepExplorer", "MaskExplorer"])
 def test_control_descriptions_fit_their_width(explorers, name):
     """Lesson 01's playground showed 'input m…': a description wider than description_width is cut."""
@@ -367,7 +340,7 @@ def test_a_frozen_layout_stays_frozen_while_nothing_overflows(explorers):
     assert e.layouts == solved + 1    # another kind of plot: solved once more
 
 
-@pytest.mark.parametrize("name", ["ForwardPlayground", "GradientCoupling", "MomentumExplorer", "GradientFlowExplorer",
+@pytest.mark.parametrize("name", ["GradientCoupling", "MomentumExplorer", "GradientFlowExplorer",
                                   "SweepExplorer", "MaskExplorer"])
 def test_every_explorer_keeps_its_labels_inside(explorers, name):
     e = explorers[name]
