@@ -261,6 +261,11 @@ class ForwardPlayground(Explorer):
         super().__init__({"samples": {s: z.tolist() for s, z in self.samples.items()},
                           "initial": self.initial, **_colors()})
 
+    @property
+    def values(self) -> dict:
+        """The settings the playground opens with (slider moves stay in the browser)."""
+        return dict(self.initial)
+
     def compute(self, mean, scale, batch_size, gamma, beta, eps, shape):
         """x (batch_size,) and BN's y, mu, var for the given settings."""
         if shape not in self.samples:

@@ -3,6 +3,7 @@ fresh browser page per test, and a directory of screenshots that outlives the ru
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -68,5 +69,13 @@ def page(browser, lab, artifacts, request):
 
 
 def pytest_terminal_summary(terminalreporter):
+    timings = ARTIFACTS / "repaint.json"
+    if timings.is_file():
+        terminalreporter.write_line("slider move -> redraw done / next frame, median and p95 (ms):")
+        for name, runs in json.loads(timings.read_text()).items():
+            for when, t in runs.items():
+                terminalreporter.write_line(
+                    f"  {name:45s} {when:9s} {t['redraw']['median_ms']:7.2f} {t['redraw']['p95_ms']:7.2f}"
+                    f"   {t['to_next_frame']['median_ms']:7.2f} {t['to_next_frame']['p95_ms']:7.2f}")
     if ARTIFACTS.is_dir():
         terminalreporter.write_line(f"end-to-end screenshots and logs: {ARTIFACTS}")
