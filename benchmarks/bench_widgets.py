@@ -1,123 +1,115 @@
-"""Redraw latency of the lesson 04/05 explorers, with lesson 01's ForwardPlayground for reference.
+"""What each lesson's explorer sends, how fast it first renders, and how fast a slider move repaints,
+in headless Chromium, from the explorers saved in the committed notebooks (no kernel, no training).
 
-A redraw is what a student's slider move costs: setting a control's .value, which calls draw() and
-renders the figure to PNG bytes (Explorer.update), timed with time.perf_counter. Built from short
-real runs: ActivationExplorer from ioffe_fig1(None) and ioffe_fig1('bn') (300 steps, 30 records);
-GradientFlowExplorer from digits, with trained curves for depth 10 / relu / he at every learning
-rate (lr_sweep, 100 steps) so that moving the lr slider redraws real curves. Moves of each kind are
-done in interleaved rounds (drifting machine load hits all alike); printed: the median over all
-moves of each kind, next to the target (<= 100 ms on the CPU). Run: make bench, or
-    python benchmarks/bench_widgets.py [--threads 1] [--rounds 3] [--moves 10]
+For every anywidget model in a lesson's saved widget state, this builds a page with the model's
+JavaScript and data and a stand-in for anywidget's model object, then times in the browser:
+- first render: from importing the module to the end of its first draw;
+- a slider move: setting the main slider's value and dispatching its input event, until the redraw
+  has finished (it runs inside the handler) and until the next animation frame (once painted).
+Moves are spread over the slider's range; printed: median and p95 against the targets (16 ms, one
+frame at 60 Hz; first render 1 s; data 1 MB). Chromium: Debian's /usr/bin/chromium, via Playwright
+(`make e2e` installs it). Run: make bench, or
+    python benchmarks/bench_widgets.py [--moves 60] [--notebooks notebooks]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
 import statistics
-import time
+import tempfile
+from pathlib import Path
 
-import matplotlib
+from _report import Row, emit
 
-matplotlib.use("Agg")
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+REPAINT_MS, FIRST_RENDER_MS, PAYLOAD_BYTES = 16.0, 1000.0, 1_000_000
 
-import torch  # noqa: E402
-from _report import Row, emit  # noqa: E402
+PAGE = """<!doctype html><html><body><div id="el"></div><script type="module">
+const state = %s;
+const listeners = {};
+const model = {get: (key) => state[key], set() {}, save_changes() {}, send() { throw new Error("no kernel"); },
+               on(event, callback) { (listeners[event] ??= []).push(callback); }, off() {}};
+const t0 = performance.now();
+const module = await import(URL.createObjectURL(new Blob([state._esm], {type: "text/javascript"})));
+module.default.render({model, el: document.getElementById("el")});
+window.firstRenderMs = performance.now() - t0;
+</script></body></html>"""
 
-from bnlab.data import digits  # noqa: E402
-from bnlab.experiments import ioffe_fig1, lr_sweep  # noqa: E402
-from bnlab.widgets import ActivationExplorer, ForwardPlayground, GradientFlowExplorer  # noqa: E402
+MOVES = """async (moves) => {
+    const root = document.querySelector('.bnlab-explorer');
+    const input = root.querySelector('input[type=range][data-main]');
+    const lo = Number(input.min), hi = Number(input.max);
+    const work = [], frame = [];
+    for (let i = 1; i <= moves; i++) {
+        const t0 = performance.now();
+        input.value = String(lo + (hi - lo) * ((i * 7) % (moves + 1)) / moves);
+        input.dispatchEvent(new Event('input', {bubbles: true}));
+        work.push(performance.now() - t0);
+        await new Promise(resolve => requestAnimationFrame(() => resolve()));
+        frame.push(performance.now() - t0);
+    }
+    return {work, frame, name: root.dataset.explorer};
+}"""
 
-TARGET_MS = 100.0
+
+def saved_explorers(notebook: Path) -> list[dict]:
+    """The anywidget models' states saved in a notebook, in the order their views appear."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    state = nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = state.get("state", {})
+    shown = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+             for cell in nb["cells"] for o in cell.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    return [models[m]["state"] for m in shown if m in models and models[m]["model_name"] == "AnyModel"]
 
 
-def move(control, values) -> float:
-    """Seconds to set control.value to the next of values (a cycle) that differs from the current one."""
-    value = next(values)
-    if value == control.value:
-        value = next(values)
-    start = time.perf_counter()
-    control.value = value
-    return time.perf_counter() - start
+def p95(values):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--moves", type=int, default=10, help="moves of each kind per round")
-    parser.add_argument("--json", default=None, help="write the rows here (make bench's report)")
+    parser.add_argument("--moves", type=int, default=60)
+    parser.add_argument("--notebooks", default=str(ROOT / "notebooks"))
+    parser.add_argument("--json", default=None, help="also write the rows here (make bench does)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    from playwright.sync_api import sync_playwright
 
-    start = time.perf_counter()
-    data = digits()
-    runs = {key: ioffe_fig1(norm, steps=300, data=data, progress=False, device="cpu").probe
-            for key, norm in (("plain", None), ("bn", "bn"))}
-    sweep = lr_sweep(GradientFlowExplorer.LRS, depth=10, steps=100, data=data, progress=False, device="cpu")
-    built = time.perf_counter() - start
-    activation = ActivationExplorer(runs)
-    t0 = time.perf_counter()
-    flow = GradientFlowExplorer(data, runs={(norm, 10, "relu", "he", lr): h for (norm, lr), h in sweep.items()},
-                                depth=10, lr=1.0)
-    flow_built = time.perf_counter() - t0
-    playground = ForwardPlayground()
-
-    steps = [int(s) for s in activation.steps]
-    heatmap = ActivationExplorer(runs)
-    heatmap.controls["quantity"].value = "activations over training"
-    kinds = {
-        # name: (explorer, control, cycle of values)
-        "ActivationExplorer: step slider (histograms)":
-            (activation, activation.controls["step"], itertools.cycle(steps)),
-        "ActivationExplorer: step slider (over training)":
-            (heatmap, heatmap.controls["step"], itertools.cycle(steps)),
-        "ActivationExplorer: switch quantity":
-            (activation, activation.controls["quantity"], itertools.cycle(ActivationExplorer.QUANTITIES)),
-        "GradientFlowExplorer: depth slider":
-            (flow, flow.controls["depth"], itertools.cycle(GradientFlowExplorer.DEPTHS)),
-        "GradientFlowExplorer: lr slider":
-            (flow, flow.controls["lr"], itertools.cycle(GradientFlowExplorer.LRS)),
-        "ForwardPlayground: gamma slider (reference)":
-            (playground, playground.controls["gamma"], itertools.cycle([0.5, 1.0, 1.5, 2.0, -1.0])),
-    }
-    for explorer, control, values in kinds.values():  # warm-up: first draws build fonts and caches
-        for _ in range(3):
-            move(control, values)
-    # the depth moves are timed at lr 1.0 (trained at depth 10); the quantity switches leave the step slider
-    flow.controls["lr"].value = 1.0
-    times = {name: [] for name in kinds}
-    redraws = {name: 0 for name in kinds}
-    for _ in range(args.rounds):
-        for name, (explorer, control, values) in kinds.items():
-            if name == "GradientFlowExplorer: depth slider":
-                flow.controls["lr"].value = 1.0
-            before = explorer.redraws
-            times[name] += [move(control, values) for _ in range(args.moves)]
-            redraws[name] += explorer.redraws - before
-    render = {}
-    for explorer in (activation, flow, playground):
-        samples = []
-        for _ in range(args.moves):
-            t = time.perf_counter()
-            explorer.render()
-            samples.append(time.perf_counter() - t)
-        render[type(explorer).__name__] = statistics.median(samples) * 1e3
-
-    print(f"{args.threads} thread(s), torch {torch.__version__}, matplotlib {matplotlib.__version__} (Agg, "
-          f"{activation.DPI} dpi); runs built in {built:.1f} s, GradientFlowExplorer constructed in {flow_built:.1f} s")
-    print(f"redraw = set a control's .value (draw + PNG render); {args.rounds} interleaved rounds x {args.moves} moves")
     rows = []
-    for name, samples in times.items():
-        ms = sorted(t * 1e3 for t in samples)
-        flag = "" if "reference" in name else f"  (target <= {TARGET_MS:.0f} ms)"
-        rows.append(Row(f"redraw, {name}", statistics.median(ms), None, "ms", ratio=statistics.median(ms) / TARGET_MS,
-                        target=None if "reference" in name else 1.0,
-                        note=f"Python redraw; ratio = median ms / {TARGET_MS:.0f} ms"))
-        print(f"  {name:<48} {statistics.median(ms):7.1f} ms median, {ms[0]:6.1f}-{ms[-1]:6.1f} ms range, "
-              f"{redraws[name]}/{len(ms)} redraws{flag}")
-    print("of which the PNG render alone (Explorer.render, median): "
-          + ", ".join(f"{name} {ms:.1f} ms" for name, ms in render.items()))
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        for notebook in sorted(Path(args.notebooks).glob("[0-9][0-9]_*.ipynb")):
+            for i, state in enumerate(saved_explorers(notebook)):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                errors = []
+                page.on("pageerror", lambda error, errors=errors: errors.append(str(error)))
+                path = Path(tmp) / f"{notebook.stem}_{i}.html"
+                path.write_text(PAGE % json.dumps(state), encoding="utf-8")
+                page.goto(path.as_uri())
+                page.wait_for_function("window.firstRenderMs !== undefined || false", timeout=30_000)
+                first = page.evaluate("window.firstRenderMs")
+                timing = page.evaluate(MOVES, args.moves)
+                if errors:
+                    raise SystemExit(f"{notebook.name}: the explorer raised in the browser: {errors[0]}")
+                page.close()
+                label = f"{notebook.stem[:2]} {timing['name']}"
+                size = len(json.dumps(state["data"]))
+                work, frame = statistics.median(timing["work"]), statistics.median(timing["frame"])
+                rows += [
+                    Row(f"slider move -> redraw, {label}", work, None, "ms", target=1.0, ratio=work / REPAINT_MS,
+                        note=f"p95 {p95(timing['work']):.2f} ms; to the next frame: median {frame:.1f}, "
+                             f"p95 {p95(timing['frame']):.1f} ms; {args.moves} moves"),
+                    Row(f"first render, {label}", first, None, "ms", target=1.0, ratio=first / FIRST_RENDER_MS),
+                    Row(f"data sent, {label}", size / 1000, None, "kB", target=1.0, ratio=size / PAYLOAD_BYTES,
+                        note=f"JavaScript {len(state['_esm']) / 1000:.0f} kB"),
+                ]
+        browser.close()
+    for row in rows:
+        print(f"{row.measure:45s} {row.ours:9.2f} {row.unit:3s} (of target: {row.ratio:.3f}) {row.note}")
     emit(rows, args.json)
 
 
