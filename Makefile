@@ -103,10 +103,15 @@ WHICH_TORCH = @$(PY) -c "from bnlab.runtime import environment_summary; print(en
 # a saved lesson's explorers show again when it is reopened
 WIDGET_STATE := {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": true}}
 
+# Lab shows a notebook's saved widgets only once it trusts the notebook: the course's own are signed
+# (in your Jupyter data directory), so each lesson opens with its explorers moving before it is run.
+COURSE_NOTEBOOKS := notebooks/[0-9]*.ipynb notebooks/homework/*.ipynb notebooks/homework/solutions/*.ipynb
+
 lab: setup
 	$(WHICH_TORCH)
 	@mkdir -p $(VENV)/share/jupyter/lab/settings
 	@echo '$(WIDGET_STATE)' > $(VENV)/share/jupyter/lab/settings/overrides.json
+	@$(VENV)/bin/jupyter trust $(COURSE_NOTEBOOKS) >/dev/null
 	$(VENV)/bin/jupyter lab notebooks/00_index.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 test: setup

@@ -159,9 +159,14 @@ class LabServer:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def copy_in(self, notebook: Path) -> str:
-        """Copy a lesson into the server's root (Lab saves what it opens); its path there."""
+    def copy_in(self, notebook: Path, trust: bool = False) -> str:
+        """Copy a lesson into the server's root (Lab saves what it opens); its path there. Trusted,
+        it is signed in the server's own signature database, as `make lab` signs the course's
+        notebooks: Lab renders a notebook's saved widgets only when it trusts the notebook."""
         shutil.copy(notebook, self.root / notebook.name)
+        if trust:
+            subprocess.run([sys.executable, "-m", "jupyter", "trust", str(self.root / notebook.name)],
+                           env=self.environment(), check=True, capture_output=True)
         return notebook.name
 
 
@@ -189,14 +194,14 @@ def descendants(pid: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- in the browser
-def open_notebook(page, lab: LabServer, notebook: Path) -> None:
+def open_notebook(page, lab: LabServer, notebook: Path, trust: bool = False) -> None:
     """Open a copy of a lesson in Lab and wait until its kernel is idle.
 
     Each lesson gets a workspace of its own, reset on opening: the shared default workspace would
     reopen the previous test's notebook next to it, and that one could end up the current tab.
     A Run All sent while the kernel is still starting opens a "Select Kernel" dialog instead.
     """
-    path = lab.copy_in(notebook)
+    path = lab.copy_in(notebook, trust=trust)
     page.goto(f"{lab.url}/lab/workspaces/{notebook.stem}/tree/{path}?reset&token={lab.token}")
     # window.jupyterapp itself appears only once Lab has started in the page
     page.wait_for_function("""path => {

@@ -75,13 +75,14 @@ def summary(values: list) -> dict:
 def move_every_explorer(page, lesson: str, when: str, artifacts: Path) -> None:
     roots = page.locator(EXPLORER)
     expect(roots).to_have_count(len(LESSONS[lesson]))
+    slug = when.replace(" ", "_")
     for i, name in enumerate(LESSONS[lesson]):
         root = roots.nth(i)
         assert root.get_attribute("data-explorer") == name
         root.scroll_into_view_if_needed()
-        root.screenshot(path=artifacts / f"{Path(lesson).stem}_{i}_{when}_before.png")
+        root.screenshot(path=artifacts / f"{Path(lesson).stem}_{i}_{slug}_before.png")
         result = root.evaluate(MOVE_SLIDER, MOVES)
-        root.screenshot(path=artifacts / f"{Path(lesson).stem}_{i}_{when}_after.png")
+        root.screenshot(path=artifacts / f"{Path(lesson).stem}_{i}_{slug}_after.png")
         assert result["redraws"] == MOVES, f"{lesson} {name} ({when}): {result['redraws']} redraws for {MOVES} moves"
         assert result["changed"], (f"{lesson} {name} ({when}): moving the main slider from {result['from']} to "
                                    f"{result['to']} left the figure as it was")
@@ -93,6 +94,27 @@ def move_every_explorer(page, lesson: str, when: str, artifacts: Path) -> None:
 def write_timings(artifacts):
     yield
     (artifacts / "repaint.json").write_text(json.dumps(TIMINGS, indent=1))
+
+
+@pytest.mark.parametrize("lesson", list(LESSONS), ids=[Path(n).stem for n in LESSONS])
+def test_a_committed_lesson_shows_its_explorers_from_saved_state_and_they_move_with_no_kernel(page, lab, artifacts,
+                                                                                               lesson):
+    """Opened as committed (executed, widget state saved) and never run: the explorers come from
+    the notebook's saved state, and with the kernel shut down they still compute in the page."""
+    open_notebook(page, lab, NOTEBOOKS / lesson, trust=True)
+    # Lab restores saved widgets after asking the kernel for its own: shut it down once they are up
+    expect(page.locator(EXPLORER)).to_have_count(len(LESSONS[lesson]))
+    lab.shutdown_kernels()
+    wait_for_no_kernel(page)
+    move_every_explorer(page, lesson, "saved state", artifacts)
+    says_training_needs_a_kernel(page)
+
+
+def wait_for_no_kernel(page) -> None:
+    page.wait_for_function("""() => {
+        const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel;
+        return !kernel || ['dead', 'unknown'].includes(kernel.status) || kernel.connectionStatus !== 'connected';
+    }""")
 
 
 @pytest.mark.parametrize("lesson", list(LESSONS), ids=[Path(n).stem for n in LESSONS])
@@ -110,12 +132,13 @@ def test_explorers_redraw_in_the_browser_with_and_without_a_kernel(page, lab, ar
     move_every_explorer(page, lesson, "kernel", artifacts)
 
     lab.shutdown_kernels()
-    page.wait_for_function("""() => {
-        const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel;
-        return !kernel || ['dead', 'unknown'].includes(kernel.status) || kernel.connectionStatus !== 'connected';
-    }""")
+    wait_for_no_kernel(page)
     move_every_explorer(page, lesson, "no kernel", artifacts)
 
+    says_training_needs_a_kernel(page)
+
+
+def says_training_needs_a_kernel(page) -> None:
     train = page.locator(f"{EXPLORER} button.bnlab-train")
     if train.count():
         # with no kernel to train, the button says so instead of waiting for ever
