@@ -147,7 +147,8 @@ def anywidget_front_end() -> Path:
     try:
         path = Path(str(importlib.resources.files("anywidget") / "nbextension" / "index.js"))
     except ModuleNotFoundError as error:
-        raise RuntimeError("anywidget is not installed; the site copies its front end (pip install anywidget)") from error
+        raise RuntimeError("anywidget is not installed; the site copies its front end "
+                           "(pip install anywidget)") from error
     if not path.is_file():
         raise RuntimeError(f"{path} is missing: this anywidget has no nbextension/index.js for html-manager")
     return path
@@ -335,7 +336,8 @@ def copy_static(out: Path, exporter) -> None:
     for name in ("index.css", "theme-light.css"):
         found = [Path(d) / "static" / name for d in exporter.template_paths if (Path(d) / "static" / name).is_file()]
         if not found:
-            raise RuntimeError(f"nbconvert's lab template has no static/{name} (template paths: {exporter.template_paths})")
+            raise RuntimeError(f"nbconvert's lab template has no static/{name} "
+                               f"(template paths: {exporter.template_paths})")
         shutil.copy(found[0], static / "lab" / name)
     shutil.copy(TEMPLATES / "site.css", static / "site.css")
 
@@ -375,7 +377,8 @@ def build_site(out: Path, notebooks: Path = NOTEBOOKS, readme: Path = README) ->
     start = time.perf_counter()
     problems = vendored_problems()
     if problems:
-        raise RuntimeError("the vendored JavaScript does not match PINS.json (run `make vendor`):\n" + "\n".join(problems))
+        raise RuntimeError("the vendored JavaScript does not match PINS.json (run `make vendor`):\n"
+                           + "\n".join(problems))
     out = Path(out).resolve()
     pages = plan_pages(notebooks, readme)
     targets = link_targets(pages, notebooks)
