@@ -415,10 +415,16 @@ class QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class SiteServer(ThreadingHTTPServer):
+    # a browser opens many connections at once for a page's scripts, styles and fonts; socketserver's
+    # default backlog of 5 would leave some waiting for a SYN retransmit
+    request_queue_size = 64
+
+
 def make_server(directory: Path, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """An HTTP server for the built site on host:port (0: any free port); call serve_forever() on it."""
     handler = functools.partial(QuietHandler, directory=str(directory))
-    return ThreadingHTTPServer((host, port), handler)
+    return SiteServer((host, port), handler)
 
 
 def serve_in_thread(directory: Path) -> tuple[ThreadingHTTPServer, str]:
