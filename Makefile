@@ -42,7 +42,7 @@ NBVAL := --nbval --nbval-current-env
 # This machine's pip.conf names local indexes that do not exist; the warnings drown real errors.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup lab test unit nbval e2e lint homework bench execute clean
+.PHONY: setup lab test unit nbval e2e lint homework bench execute site vendor clean
 
 # Set-up, in one shell script so that each way it can fail ends in one line that says how to fix it.
 # Nothing happens when .venv is set up for this pyproject.toml and for TORCH (when TORCH is given).
@@ -147,8 +147,18 @@ execute: setup
 	cd notebooks && ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.store_widget_state=True [0-9]*.ipynb
 
+# The course as a web page: every lesson, the homework (student versions) and the README as HTML in
+# build/site/, from the committed executed notebooks (nothing re-runs); offline, widgets included.
+site: setup
+	$(PY) -m bnlab.site --out build/site
+
+# Fetch the site's JavaScript again with npm pack (needs npm and the npm registry), checked against
+# the pins in bnlab/static/vendor/PINS.json. Its output is committed, so `make site` needs no network.
+vendor: setup
+	$(PY) -m bnlab.site --vendor
+
 bench: setup
 	$(PY) benchmarks/report.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-default .pytest_cache .hypothesis e2e-artifacts
+	rm -rf $(VENV) .venv-default .pytest_cache .hypothesis e2e-artifacts build/site
