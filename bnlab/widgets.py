@@ -612,11 +612,7 @@ class SweepExplorer(Explorer):
             raise ValueError(f"runs must hold every variant at every setting; missing {missing[:3]}")
         # the run the left panel shows: the one without a seed, else the lowest seed
         self.shown = {vs: runs[vs] if None in found else runs[(*vs, min(found))] for vs, found in seeds.items()}
-        keys = [plots.variant(name) for name in self.variants]
-        unknown = [name for name, key in zip(self.variants, keys) if key not in plots.COLORS]
-        if unknown:
-            raise ValueError(f"variants {unknown} have no colour; use bnlab.models norm names or one of "
-                             f"{sorted(plots.COLORS)}")
+        keys = [plots.variant(name) for name in self.variants]   # a ValueError names an unknown one
         if len(set(keys)) < len(keys):
             raise ValueError(f"variants {self.variants} share a colour key ({keys}): give each its own")
         if value is None:
@@ -683,8 +679,8 @@ class MaskExplorer(Explorer):
     images: (N, 1, H, W); masks: (N, H, W); snapshots: {variant: {step: predicted masks (N, H, W)}};
     scores: {variant: {step: mean IoU on the whole test set}} (optional).
 
-    Sent once: each image as 0-255 grey levels on its own range (what matplotlib's grey colour map
-    shows of it), each mask, true or predicted, as one string of class ids (a digit per pixel,
+    Sent once: each image as 0-255 grey levels on its own range (the level matplotlib's grey colour
+    map shows each pixel at), each mask, true or predicted, as one string of class ids (a digit per pixel,
     row by row), the scores per recorded step, and the class colours of `bnlab.plots.plot_masks`.
     The view picks the step's masks and the rows on every move and paints them pixel by pixel.
     """
@@ -744,9 +740,10 @@ class MaskExplorer(Explorer):
 
     @staticmethod
     def _grey(image) -> list:
+        # the bin of matplotlib's 256-level grey map that imshow puts each pixel in
         lo, hi = float(image.min()), float(image.max())
         scaled = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
-        return np.round(scaled * 255).astype(int).ravel().tolist()
+        return np.minimum(np.floor(scaled * 256), 255).astype(int).ravel().tolist()
 
     @staticmethod
     def _digits(mask) -> str:

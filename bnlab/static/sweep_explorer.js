@@ -137,15 +137,23 @@ function divergedMark(ax, step, color) {
   ctx.restore();
 }
 
-function drawCurves(ax, data, picked, quantity, title) {
+// the left panel's curves (loss per step from step 1, or test accuracy at the evaluations) and its
+// limits as matplotlib's autoscale finds them: the data padded by 5%, a divergence mark's step included
+export function sweepCurves(data, picked, quantity) {
   const loss = quantity === "training loss";
   const series = data.variants.map((key) => {
     const run = picked.runs[key];
     const xs = loss ? run.loss.map((_, i) => i + 1) : run.eval_steps;
     return { key, run, xs, ys: loss ? run.loss : run.accuracy };
   });
-  const allX = series.flatMap((s) => s.xs), allY = series.flatMap((s) => s.ys);
-  ax.setup({ xlim: sweepLimits(allX), ylim: sweepLimits(allY, loss), ylog: loss, xlabel: "training step",
+  const allX = series.flatMap((s) => (s.run.diverged_at != null ? [...s.xs, s.run.diverged_at] : s.xs));
+  const allY = series.flatMap((s) => s.ys);
+  return { loss, series, xlim: sweepLimits(allX), ylim: sweepLimits(allY, loss) };
+}
+
+function drawCurves(ax, data, picked, quantity, title) {
+  const { loss, series, xlim, ylim } = sweepCurves(data, picked, quantity);
+  ax.setup({ xlim, ylim, ylog: loss, xlabel: "training step",
              ylabel: loss ? "training loss (cross-entropy)" : "test accuracy", title });
   for (const s of series) ax.line(s.xs, s.ys, { color: data.colors[s.key], width: loss ? 1 : 1.5 });
   for (const s of series) if (s.run.diverged_at != null) divergedMark(ax, s.run.diverged_at, data.colors[s.key]);
@@ -161,12 +169,18 @@ export function sweepLegend(data, picked) {
   return items;
 }
 
+// the right panel's limits: the settings, and the finals' band (their mean where one seed) and chance
+export function sweepFinalsLimits(data, picked) {
+  const ys = data.variants.flatMap((key) => [...picked.finals[key].min, ...picked.finals[key].max]);
+  if (data.chance !== null) ys.push(data.chance);
+  return { xlim: sweepLimits(data.values, Boolean(data.log_base)), ylim: sweepLimits(ys) };
+}
+
 function drawSweep(ax, data, picked, i) {
   const base = data.log_base;
   const xs = data.values;
-  const ys = data.variants.flatMap((key) => [...picked.finals[key].min, ...picked.finals[key].max]);
-  if (data.chance !== null) ys.push(data.chance);
-  const options = { xlim: sweepLimits(xs, Boolean(base)), ylim: sweepLimits(ys), xlog: Boolean(base),
+  const { xlim, ylim } = sweepFinalsLimits(data, picked);
+  const options = { xlim, ylim, xlog: Boolean(base),
                     xlabel: data.setting, ylabel: "final test accuracy",
                     title: `Final test accuracy against ${data.setting}` };
   if (base) setupSweepAxis(ax, options, base); else ax.setup(options);
