@@ -580,87 +580,209 @@ class GradientFlowExplorer(ImageExplorer):
 
 
 # ----------------------------------------------------------------------------- lessons 06 and 08
-class SweepExplorer(ImageExplorer):
+class SweepExplorer(Explorer):
     """Recorded runs over one swept setting (a learning rate, a batch size): on the left each
     variant's test accuracy (or training loss) during training at the chosen setting, on the right
     every variant's final accuracy against the setting, the choice marked. Nothing is retrained.
 
-    runs: {(variant, setting): History}; variants are bnlab.models norm names or plot variant keys.
+    runs: {(variant, setting): History}, or {(variant, setting, seed): History} with several seeds
+    (the right panel then draws the mean and the min-max band over seeds, the left panel and the
+    readout the run of the lowest seed); variants are bnlab.models norm names or plot variant keys.
+
+    Sent once: per variant (its colour key) and setting, what the left panel and the readout draw
+    of the run (loss per step to 4 digits, test accuracy at its evaluation steps, the step it
+    diverged at, its last loss), and the finals the right panel draws (`final_results`). The view
+    picks the setting's runs on every move.
     """
 
-    FREEZE_LAYOUT = True
+    VIEW = "sweep_explorer.js"
+    QUANTITIES = ("test accuracy", "training loss")
 
     def __init__(self, runs: dict, setting: str = "learning rate", log_base: int | None = 10,
                  chance: float | None = None, value=None):
+        if not runs:
+            raise ValueError("runs is empty: give {(variant, setting): History} of the sweep")
+        bad = [key for key in runs if not (isinstance(key, tuple) and len(key) in (2, 3))]
+        if bad:
+            raise ValueError(f"runs must be keyed (variant, setting) or (variant, setting, seed), got {bad[0]!r}")
         self.runs = runs
         self.setting, self.log_base, self.chance = setting, log_base, chance
         self.variants = list(dict.fromkeys(key[0] for key in runs))
         self.settings = sorted({key[1] for key in runs})
-        missing = [(v, s) for v in self.variants for s in self.settings if (v, s) not in runs]
+        seeds = {(key[0], key[1]): [] for key in runs}
+        for key in runs:
+            seeds[(key[0], key[1])].append(key[2] if len(key) == 3 else None)
+        missing = [(v, s) for v in self.variants for s in self.settings if (v, s) not in seeds]
         if missing:
             raise ValueError(f"runs must hold every variant at every setting; missing {missing[:3]}")
+        # the run the left panel shows: the one without a seed, else the lowest seed
+        self.shown = {vs: runs[vs] if None in found else runs[(*vs, min(found))] for vs, found in seeds.items()}
+        keys = [plots.variant(name) for name in self.variants]   # a ValueError names an unknown one
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"variants {self.variants} share a colour key ({keys}): give each its own")
+        if value is None:
+            value = self.settings[0]
+        elif value not in self.settings:
+            raise ValueError(f"value must be one of the swept settings {self.settings}, got {value!r}")
+        if log_base is not None and (log_base <= 1 or min(self.settings) <= 0):
+            raise ValueError(f"a log axis needs log_base > 1 and settings > 0, got base {log_base} and "
+                             f"settings {self.settings}; pass log_base=None for a linear axis")
+        self.value = value
         self.finals = final_results(runs)
-        # the setting's name labels the slider: room for about 16 characters
-        style = {"description_width": "130px"}
-        controls = {
-            "value": widgets.SelectionSlider(options=self.settings, value=self.settings[0] if value is None else value,
-                                             description=setting, style=style, layout=widgets.Layout(width="420px")),
-            "quantity": widgets.Dropdown(options=("test accuracy", "training loss"), value="test accuracy",
-                                         description="left panel", style=style, layout=widgets.Layout(width="280px")),
-        }
-        fig, axes = plots.new_figure(2, width=4.6, height=3.3, pyplot=False)
-        super().__init__(controls, fig, axes)
+        super().__init__({
+            "setting": setting, "log_base": log_base, "chance": chance,
+            "values": [v.item() if hasattr(v, "item") else v for v in self.settings],
+            # the setting as Python prints it (1.0, not JavaScript's 1), in the slider and the titles
+            "value_labels": [str(v) for v in self.settings],
+            "initial": {"index": self.settings.index(value), "quantity": self.QUANTITIES[0]},
+            "variants": keys,
+            "runs": {key: [self._run(self.shown[(name, s)]) for s in self.settings]
+                     for name, key in zip(self.variants, keys)},
+            "finals": {key: [rounded(self.finals[name][s], 6) for s in self.settings]
+                       for name, key in zip(self.variants, keys)},
+            **_colors()})
 
-    def draw(self, value, quantity) -> str:
-        chosen = {plots.variant(name): self.runs[(name, value)] for name in self.variants}
-        plots.plot_curves(chosen, "loss" if quantity == "training loss" else "test_accuracy", ax=self.axes[0],
-                          title=f"{self.setting} = {value}")
-        plots.plot_sweep(self.finals, self.setting, ax=self.axes[1], log_base=self.log_base, marker=value,
-                         chance=self.chance, title=f"Final test accuracy against {self.setting}")
-        rows = {plots.LABELS[plots.variant(name)]: (f"{h.test_accuracy[-1]:.3f}",
-                                                    "diverged" if h.diverged else f"{h.loss[-1]:.3f}")
-                for name, h in ((n, self.runs[(n, value)]) for n in self.variants)}
-        return _table(rows, (f"{self.setting} = {value}", "final test accuracy", "last loss"))
+    @staticmethod
+    def _run(history) -> dict:
+        # the curves to 4 digits (what a line can show); the readout's numbers to 6, so that
+        # printing them to 3 decimals gives what the History holds
+        return {"loss": rounded(history.loss, 4), "eval_steps": [int(s) for s in history.eval_steps],
+                "accuracy": rounded(history.test_accuracy, 6), "diverged_at": history.diverged_at,
+                "last_loss": rounded(history.loss[-1], 6) if len(history.loss) else None}
+
+    def histories(self, value=None) -> dict:
+        """{variant key: History} rebuilt from what the explorer sends, at a setting (default: its
+        initial one): the runs the left panel draws."""
+        from .train import History
+
+        i = self.settings.index(self.value if value is None else value)
+        return {key: History(loss=[np.nan if v is None else v for v in runs[i]["loss"]],
+                             eval_steps=runs[i]["eval_steps"], test_accuracy=runs[i]["accuracy"],
+                             diverged_at=runs[i]["diverged_at"])
+                for key, runs in self.data["runs"].items()}
+
+    def figure(self, value=None, quantity: str = "test accuracy"):
+        """The first picture (or another setting's), with matplotlib, from the data the view gets."""
+        if quantity not in self.QUANTITIES:
+            raise ValueError(f"quantity must be one of {self.QUANTITIES}, got {quantity!r}")
+        value = self.value if value is None else value
+        fig, axes = plots.new_figure(2, width=4.6, height=3.3, pyplot=False)
+        label = self.data["value_labels"][self.settings.index(value)]
+        plots.plot_curves(self.histories(value), "loss" if quantity == "training loss" else "test_accuracy",
+                          ax=axes[0], title=f"{self.setting} = {label}")
+        finals = {key: dict(zip(self.settings, by_setting)) for key, by_setting in self.data["finals"].items()}
+        plots.plot_sweep(finals, self.setting, ax=axes[1], log_base=self.log_base, marker=value, chance=self.chance,
+                         title=f"Final test accuracy against {self.setting}")
+        return fig
 
 
 # ----------------------------------------------------------------------------- lesson 07
-class MaskExplorer(ImageExplorer):
+class MaskExplorer(Explorer):
     """Predicted masks recorded during training, next to the truth: pick the test images and the
     training step; each variant's prediction and its mean IoU at that step are shown.
 
     images: (N, 1, H, W); masks: (N, H, W); snapshots: {variant: {step: predicted masks (N, H, W)}};
     scores: {variant: {step: mean IoU on the whole test set}} (optional).
+
+    Sent once: each image as 0-255 grey levels on its own range (the level matplotlib's grey colour
+    map shows each pixel at), each mask, true or predicted, as one string of class ids (a digit per pixel,
+    row by row), the scores per recorded step, and the class colours of `bnlab.plots.plot_masks`.
+    The view picks the step's masks and the rows on every move and paints them pixel by pixel.
     """
 
-    FREEZE_LAYOUT = True
+    VIEW = "mask_explorer.js"
     ROWS = 3
+    # bnlab.plots.plot_masks' colour per class (0, the background, black)
+    CLASS_COLORS = ("#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 
     def __init__(self, images, masks, snapshots: dict, class_names, scores: dict | None = None):
-        self.images, self.masks = np.asarray(images), np.asarray(masks)
-        self.snapshots, self.scores, self.class_names = snapshots, scores or {}, class_names
+        images = np.asarray(images, dtype=np.float64)
+        masks = np.asarray(masks)
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(f"images must be (N, 1, H, W) grey images, got shape {images.shape}")
+        if masks.shape != (len(images), *images.shape[2:]):
+            raise ValueError(f"masks must be (N, H, W) = {(len(images), *images.shape[2:])}, got {masks.shape}")
+        if len(images) < self.ROWS:
+            raise ValueError(f"need at least {self.ROWS} images, got {len(images)}")
+        class_names = list(class_names)
+        if not 2 <= len(class_names) <= len(self.CLASS_COLORS):
+            raise ValueError(f"class_names must name 2 to {len(self.CLASS_COLORS)} classes (one colour each), "
+                             f"got {class_names}")
+        if not snapshots:
+            raise ValueError("snapshots is empty: give {variant: {step: predicted masks}}")
         steps = [sorted(s) for s in snapshots.values()]
-        if any(s != steps[0] for s in steps):
+        if any(s != steps[0] for s in steps) or not steps[0]:
             raise ValueError("every variant must be recorded at the same steps")
-        self.steps = steps[0]
-        if len(self.images) < self.ROWS:
-            raise ValueError(f"need at least {self.ROWS} images, got {len(self.images)}")
-        style = {"description_width": "100px"}
-        controls = {
-            "step": widgets.SelectionSlider(options=self.steps, value=self.steps[-1], description="training step",
-                                            style=style, layout=widgets.Layout(width="420px")),
-            "first": widgets.IntSlider(value=0, min=0, max=len(self.images) - self.ROWS, description="first image",
-                                       style=style, layout=widgets.Layout(width="320px")),
-        }
-        columns = 2 + len(snapshots)
-        fig = plots.Figure(figsize=(1.7 * columns, 1.7 * self.ROWS + 0.3), layout="constrained")
-        axes = fig.subplots(self.ROWS, columns, squeeze=False)
-        super().__init__(controls, fig, axes)
+        self.steps = [int(s) for s in steps[0]]
+        predictions = {name: [np.asarray(by_step[s]) for s in steps[0]] for name, by_step in snapshots.items()}
+        for name, by_step in predictions.items():
+            for step, p in zip(self.steps, by_step):
+                if p.shape != masks.shape:
+                    raise ValueError(f"{name}'s masks at step {step} have shape {p.shape}, "
+                                     f"the true masks {masks.shape}")
+        for what, m in (("masks", masks), *((f"{name}'s predictions", np.stack(p)) for name, p in predictions.items())):
+            if m.min() < 0 or m.max() >= len(class_names) or not np.array_equal(m, np.round(m)):
+                raise ValueError(f"{what} must be class ids 0..{len(class_names) - 1}, got values from {m.min()} "
+                                 f"to {m.max()}")
+        scores = scores or {}
+        unknown = set(scores) - set(snapshots)
+        if unknown:
+            raise ValueError(f"scores for {sorted(unknown)}, which have no snapshots ({sorted(snapshots)})")
+        self.class_names, self.variants = class_names, list(snapshots)
+        self.initial = {"step": self.steps[-1], "first": 0}
+        super().__init__({
+            "rows": self.ROWS, "height": int(images.shape[2]), "width": int(images.shape[3]), "steps": self.steps,
+            "images": [self._grey(image[0]) for image in images],
+            "masks": [self._digits(m) for m in masks],
+            "variants": self.variants,
+            "names": {name: plots.LABELS.get(name, name) for name in self.variants},
+            "predictions": {name: [[self._digits(m) for m in at_step] for at_step in by_step]
+                            for name, by_step in predictions.items()},
+            "scores": {name: [rounded(scores[name][s], 6) if s in scores.get(name, {}) else None
+                              for s in self.steps] for name in self.variants if name in scores},
+            "class_names": class_names, "class_colors": list(self.CLASS_COLORS[:len(class_names)]),
+            "initial": self.initial, **_colors()})
 
-    def draw(self, step, first) -> str:
+    @staticmethod
+    def _grey(image) -> list:
+        # the bin of matplotlib's 256-level grey map that imshow puts each pixel in
+        lo, hi = float(image.min()), float(image.max())
+        scaled = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+        return np.minimum(np.floor(scaled * 256), 255).astype(int).ravel().tolist()
+
+    @staticmethod
+    def _digits(mask) -> str:
+        return "".join(map(str, np.asarray(mask, dtype=np.int64).ravel().tolist()))
+
+    def decoded(self, step: int | None = None) -> tuple:
+        """(images (N, 1, H, W) grey levels 0-255, true masks (N, H, W), {variant: masks (N, H, W) at
+        step}) as the view decodes what is sent; step: a recorded step (default the last)."""
+        step = self.initial["step"] if step is None else step
+        if step not in self.steps:
+            raise ValueError(f"step must be one of the recorded steps {self.steps}, got {step}")
+        d = self.data
+        shape = (d["height"], d["width"])
+
+        def masks(strings):
+            return np.array([np.frombuffer(s.encode(), dtype=np.uint8).reshape(shape) - ord("0") for s in strings])
+
+        images = np.array(d["images"], dtype=np.float64).reshape(-1, 1, *shape)
+        i = self.steps.index(step)
+        return images, masks(d["masks"]), {name: masks(by_step[i]) for name, by_step in d["predictions"].items()}
+
+    def figure(self, step: int | None = None, first: int = 0):
+        """The first picture (or another step and first image), with matplotlib, from the data the view gets."""
+        images, masks, predictions = self.decoded(step)
+        if not 0 <= first <= len(images) - self.ROWS:
+            raise ValueError(f"first must be in 0..{len(images) - self.ROWS}, got {first}")
+        step = self.initial["step"] if step is None else step
         shown = slice(first, first + self.ROWS)
-        predictions = {name: np.asarray(by_step[step])[shown] for name, by_step in self.snapshots.items()}
-        plots.plot_masks(self.images[shown], self.masks[shown], predictions, self.class_names, n=self.ROWS,
-                         axes=self.axes)
-        rows = {plots.LABELS.get(name, name): (f"{self.scores[name][step]:.3f}" if name in self.scores else "–",)
-                for name in self.snapshots}
-        return _table(rows, (f"step {step}", "test mean IoU"))
+        columns = 2 + len(predictions)
+        fig = plots.Figure(figsize=(1.7 * columns, 1.7 * self.ROWS + 0.5), layout="constrained")
+        axes = fig.subplots(self.ROWS, columns, squeeze=False)
+        return plots.plot_masks(images[shown], masks[shown], {k: p[shown] for k, p in predictions.items()},
+                                self.class_names, n=self.ROWS, axes=axes, title=self.title(step, first))
+
+    def title(self, step: int, first: int) -> str:
+        # the images numbered as the 'first image' slider counts them
+        return f"Test images {first}–{first + self.ROWS - 1}: true masks and predictions at step {step}"

@@ -1,6 +1,7 @@
 """The tools of lessons 06 to 08: frozen BN and SGD momentum in the training loop, History's records,
-the new article mistakes (seeds 000-002), run_grid and cnn_run, the sweep plot and explorer, and
-the lesson clock. Expectations are derived here (by hand, by formula or by a second computation)."""
+the new article mistakes (seeds 000-002), run_grid and cnn_run, the sweep plot, and the lesson
+clock (SweepExplorer: tests/test_explorer_sweep.py). Expectations are derived here (by hand, by
+formula or by a second computation)."""
 
 import copy
 import re
@@ -24,7 +25,7 @@ from bnlab.mistakes import Seed002BNLayer, evaluate_in_train_mode, seed000_postp
 from bnlab.models import mlp  # noqa: E402
 from bnlab.runtime import elapsed, on_accelerator  # noqa: E402
 from bnlab.train import History, accuracy, freeze_batchnorm, train_classifier  # noqa: E402
-from bnlab.widgets import SweepExplorer, final_results  # noqa: E402
+from bnlab.widgets import final_results  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread", "close_figures")
 
@@ -379,7 +380,7 @@ def test_plot_sweep_marker_chance_and_linear_axis():
     assert any(np.allclose(line.get_ydata(), [0.25, 0.25]) for line in ax.lines)    # chance
 
 
-# ----------------------------------------------------------------------------- final_results, SweepExplorer
+# ----------------------------------------------------------------------------- final_results
 def fake(final, loss=0.5, metrics=None, diverged_at=None):
     return History(loss=[2.0, loss], eval_steps=[0, 5], test_accuracy=[0.1, final], metrics=metrics or {},
                    diverged_at=diverged_at)
@@ -392,71 +393,6 @@ def test_final_results_groups_by_variant_and_setting():
     assert final_results({("gn", 16): fake(0.5), ("gn", 32): fake(0.4)}) == {"gn": {16: [0.5], 32: [0.4]}}
     with_iou = {("bn", 0.1): fake(0.9, metrics={"iou": [0.0, 0.42]})}
     assert final_results(with_iou, metric="iou") == {"bn": {0.1: [0.42]}}
-
-
-def sweep_runs():
-    """{(variant, lr): History} with the final accuracy a known function of the two."""
-    return {(norm, lr): fake(base - 0.1 * i, loss=1.0 / (i + 1 + base))
-            for norm, base in ((None, 0.5), ("bn", 0.9), ("gn", 0.8)) for i, lr in enumerate((0.01, 0.1, 1.0))}
-
-
-@pytest.fixture(scope="module")
-def warm_explorer():
-    """The first explorer in a process loads fonts and widget classes (about a second); not the tests'."""
-    SweepExplorer(sweep_runs())
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    import bnlab.train
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a control change must not train")
-
-    monkeypatch.setattr(bnlab.train, "train_classifier", refuse)
-
-
-def test_sweep_explorer_redraws_the_chosen_setting(warm_explorer, no_training):
-    runs = sweep_runs()
-    e = SweepExplorer(runs, setting="learning rate", chance=0.1)
-    assert e.redraws == 1 and e.controls["value"].options == (0.01, 0.1, 1.0)
-    png = bytes(e.image.value)
-    assert png.startswith(b"\x89PNG")
-    left, right = e.axes
-    assert len(left.lines) == 3
-    np.testing.assert_allclose(left.lines[1].get_ydata(), runs[("bn", 0.01)].test_accuracy)
-    e.controls["value"].value = 1.0
-    assert e.redraws == 2 and bytes(e.image.value) != png
-    np.testing.assert_allclose(left.lines[1].get_ydata(), runs[("bn", 1.0)].test_accuracy)
-    assert "1.0" in left.get_title() and f"{runs[('gn', 1.0)].test_accuracy[-1]:.3f}" in e.readout.value
-    # the right panel: final accuracy against the setting, one line per variant
-    finals = [line for line in right.lines if len(line.get_xdata()) == 3]
-    assert len(finals) == 3
-    np.testing.assert_allclose(finals[2].get_ydata(), [runs[("gn", lr)].test_accuracy[-1] for lr in (0.01, 0.1, 1.0)])
-
-
-def test_sweep_explorer_shows_the_training_loss(warm_explorer, no_training):
-    runs = sweep_runs()
-    e = SweepExplorer(runs, setting="learning rate", value=1.0)
-    png = bytes(e.image.value)
-    e.controls["quantity"].value = "training loss"
-    assert e.redraws == 2 and bytes(e.image.value) != png
-    np.testing.assert_allclose(e.axes[0].lines[0].get_ydata(), runs[(None, 1.0)].loss)
-    assert e.axes[0].get_yscale() == "log"
-
-
-def test_sweep_explorer_starts_at_a_given_value_and_reports_divergence(warm_explorer):
-    runs = sweep_runs()
-    runs[("bn", 0.1)] = fake(0.25, loss=float("nan"), diverged_at=2)
-    e = SweepExplorer(runs, setting="learning rate", value=0.1)
-    assert e.values["value"] == 0.1 and "diverged" in e.readout.value
-
-
-def test_sweep_explorer_refuses_missing_combinations():
-    runs = sweep_runs()
-    del runs[("gn", 0.1)]
-    with pytest.raises(ValueError, match="missing"):
-        SweepExplorer(runs)
 
 
 # ----------------------------------------------------------------------------- runtime: the lesson clock

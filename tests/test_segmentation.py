@@ -1,5 +1,5 @@
 """Segmentation (lesson 07): segmentation_scores against a NumPy computation written here,
-train_segmenter's records and callback, and the mask plots and explorer."""
+train_segmenter's records and callback, and the mask plots (MaskExplorer: tests/test_explorer_masks.py)."""
 
 import matplotlib
 import numpy as np
@@ -17,7 +17,6 @@ from bnlab import plots  # noqa: E402
 from bnlab.data import shapes  # noqa: E402
 from bnlab.models import encoder_decoder  # noqa: E402
 from bnlab.train import History, segmentation_scores, train_segmenter  # noqa: E402
-from bnlab.widgets import MaskExplorer  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread", "close_figures")
 
@@ -269,59 +268,3 @@ def test_plot_curves_refuses_a_metric_some_runs_lack():
                  "plain": History(eval_steps=[0, 5], test_accuracy=[0.1, 0.2])}
     with pytest.raises(ValueError, match="iou"):
         plots.plot_curves(histories, "iou")
-
-
-# ----------------------------------------------------------------------------- MaskExplorer
-def mask_snapshots(masks, rng, steps=(0, 10, 20)):
-    """{variant: {step: predicted masks}}: noisy at first, the truth at the last step."""
-    return {name: {s: (masks if s == steps[-1] else rng.integers(0, 3, masks.shape)) for s in steps}
-            for name in ("plain", "bn")}
-
-
-def test_mask_explorer_redraws_on_each_control_without_training(monkeypatch):
-    import bnlab.train
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a control change must not train")
-
-    monkeypatch.setattr(bnlab.train, "train_segmenter", no_training)
-    images, masks, rng = masks_example(n=6)
-    snapshots = mask_snapshots(masks, rng)
-    scores = {"plain": {0: 0.1, 10: 0.2, 20: 0.345}, "bn": {0: 0.1, 10: 0.5, 20: 0.876}}
-    e = MaskExplorer(images, masks, snapshots, ("background", "a", "b"), scores)
-    assert e.redraws == 1 and e.values == {"step": 20, "first": 0}
-    assert e.controls["step"].options == (0, 10, 20) and e.controls["first"].max == len(images) - MaskExplorer.ROWS
-    png = bytes(e.image.value)
-    assert png.startswith(b"\x89PNG")
-    assert "0.345" in e.readout.value and "0.876" in e.readout.value
-    e.controls["step"].value = 10
-    assert e.redraws == 2 and bytes(e.image.value) != png and "0.500" in e.readout.value
-    # the prediction panels show the recorded masks of that step
-    np.testing.assert_array_equal(e.axes[0][3].images[0].get_array(), snapshots["bn"][10][0])
-    png = bytes(e.image.value)
-    e.controls["first"].value = 2
-    assert e.redraws == 3 and bytes(e.image.value) != png
-    for row in range(MaskExplorer.ROWS):
-        np.testing.assert_array_equal(e.axes[row][0].images[0].get_array(), images[2 + row, 0])
-        np.testing.assert_array_equal(e.axes[row][1].images[0].get_array(), masks[2 + row])
-        np.testing.assert_array_equal(e.axes[row][2].images[0].get_array(), snapshots["plain"][10][2 + row])
-
-
-def test_mask_explorer_without_scores_shows_a_dash():
-    images, masks, rng = masks_example()
-    e = MaskExplorer(images, masks, mask_snapshots(masks, rng), ("background", "a", "b"))
-    assert "–" in e.readout.value and len(e.image.value) > 0
-
-
-def test_mask_explorer_refuses_runs_recorded_at_different_steps():
-    images, masks, rng = masks_example()
-    snapshots = mask_snapshots(masks, rng)
-    snapshots["bn"] = {0: masks, 10: masks}
-    with pytest.raises(ValueError, match="same steps"):
-        MaskExplorer(images, masks, snapshots, ("background", "a", "b"))
-
-
-def test_mask_explorer_needs_a_screenful_of_images():
-    images, masks, rng = masks_example(n=2)
-    with pytest.raises(ValueError, match="images"):
-        MaskExplorer(images, masks, mask_snapshots(masks, rng), ("background", "a", "b"))

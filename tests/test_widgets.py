@@ -18,9 +18,7 @@ from bnlab.widgets import (  # noqa: E402
     ActivationExplorer,
     GradientCoupling,
     GradientFlowExplorer,
-    MaskExplorer,
     MomentumExplorer,
-    SweepExplorer,
     base_sample,
     ramp_lag,
 )
@@ -252,25 +250,11 @@ def test_gradient_coupling_second_panel_shows_the_terms_and_the_readout_their_su
 
 
 # ----------------------------------------------------------------------------- every explorer: nothing clipped
-def sweep_runs():
-    from bnlab.train import History
-
-    return {(norm, lr): History(loss=[2.0, 1.0 / (i + 1)], eval_steps=[0, 5], test_accuracy=[0.1, 0.9 - 0.2 * i])
-            for norm in (None, "bn") for i, lr in enumerate((0.01, 0.1, 1.0))}
-
-
-def mask_explorer():
-    rng = np.random.default_rng(0)
-    images, masks = rng.normal(size=(4, 1, 8, 8)), rng.integers(0, 3, size=(4, 8, 8))
-    snapshots = {"plain": {0: masks, 10: masks}, "bn": {0: masks, 10: masks}}
-    return MaskExplorer(images, masks, snapshots, ("background", "a", "b"))
-
-
 @pytest.fixture(scope="module")
 def explorers(fig1_runs, flow):
     return {"GradientCoupling": GradientCoupling(),
             "MomentumExplorer": MomentumExplorer(steps=200), "ActivationExplorer": ActivationExplorer(fig1_runs),
-            "GradientFlowExplorer": flow, "SweepExplorer": SweepExplorer(sweep_runs()), "MaskExplorer": mask_explorer()}
+            "GradientFlowExplorer": flow}
 
 
 def text_px(text: str) -> float:
@@ -285,7 +269,7 @@ def text_px(text: str) -> float:
 
 
 @pytest.mark.parametrize("name", ["GradientCoupling", "MomentumExplorer", "ActivationExplorer",
-                                  "GradientFlowExplorer", "SweepExplorer", "MaskExplorer"])
+                                  "GradientFlowExplorer"])
 def test_control_descriptions_fit_their_width(explorers, name):
     """Lesson 01's playground showed 'input m…': a description wider than description_width is cut."""
     for control in explorers[name].controls.values():
@@ -340,8 +324,7 @@ def test_a_frozen_layout_stays_frozen_while_nothing_overflows(explorers):
     assert e.layouts == solved + 1    # another kind of plot: solved once more
 
 
-@pytest.mark.parametrize("name", ["GradientCoupling", "MomentumExplorer", "GradientFlowExplorer",
-                                  "SweepExplorer", "MaskExplorer"])
+@pytest.mark.parametrize("name", ["GradientCoupling", "MomentumExplorer", "GradientFlowExplorer"])
 def test_every_explorer_keeps_its_labels_inside(explorers, name):
     e = explorers[name]
     assert_inside(e, "as built")
