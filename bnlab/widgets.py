@@ -25,6 +25,7 @@ from pathlib import Path
 
 import anywidget
 import ipywidgets as widgets
+import matplotlib
 import numpy as np
 import PIL.Image
 import traitlets
@@ -285,46 +286,54 @@ class ForwardPlayground(Explorer):
 
 
 # ----------------------------------------------------------------------------- lesson 02
-class GradientCoupling(ImageExplorer):
+class GradientCoupling(Explorer):
     """dL/dx per sample for one feature: on the left with BN in training (batch statistics) and with
     BN's eval-mode affine map (statistics held fixed); on the right BN's dx split into the three terms
     of the compact formula
 
         dx_i = gamma / (m sqrt(var + eps)) * (m dy_i  -  sum_j dy_j  -  x_hat_i sum_j dy_j x_hat_j)
 
-    The upstream gradient dy = dL/dy is a pattern chosen from a menu; x is a fixed recorded batch, so
-    moving a control recomputes a few sums and redraws.
+    The upstream gradient dy = dL/dy is a pattern chosen from a menu. x is a fixed recorded batch of
+    64 values and 'random' a fixed recorded N(0, 1) draw, both sent once at full precision; per move
+    the view (gradient_coupling.js) computes BN's forward on x[:m] and the three terms
+    (`batchnormForward`, `batchnormBackwardTerms` of bn.js), the same numbers as compute() and terms().
     """
 
-    FREEZE_LAYOUT = True
+    VIEW = "gradient_coupling.js"
     PATTERNS = ("only sample 0", "two samples", "only the largest sample", "constant", "proportional to x_hat",
                 "random")
     LABELS = {"plain": "statistics held fixed (eval mode)", "bn": "batch statistics (training mode)"}
     # the three terms, each times the prefactor gamma / (m sqrt(var + eps))
     TERMS = ("own: m·dy_i", "mean: −Σ_j dy_j", "scale: −x̂_i Σ_j dy_j x̂_j")
+    EPS = 1e-5
+    RECORDED = 64                                        # values in the recorded batch
+    LIMITS = {"batch_size": (2, 32, 1), "gamma": (0.1, 3.0, 0.1)}   # the sliders: min, max, step
+    INITIAL = {"batch_size": 8, "pattern": "only sample 0", "gamma": 1.0}
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, **initial):
+        unknown = set(initial) - set(self.INITIAL)
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; the explorer has {sorted(self.INITIAL)}")
         rng = np.random.default_rng(seed)
-        self.x = 2.0 + 1.5 * rng.normal(size=64)
-        self.noise = rng.normal(size=64)
-        style = {"description_width": "120px"}
-        controls = {
-            "batch_size": widgets.IntSlider(value=8, min=2, max=32, description="batch size m", style=style,
-                                            layout=widgets.Layout(width="360px")),
-            "pattern": widgets.Dropdown(options=self.PATTERNS, value="only sample 0",
-                                        description="upstream dL/dy", style=style,
-                                        layout=widgets.Layout(width="360px")),
-            "gamma": widgets.FloatSlider(value=1.0, min=0.1, max=3, step=0.1, description="γ", style=style,
-                                         layout=widgets.Layout(width="360px")),
-        }
-        fig, axes = plots.new_figure(2, width=5.2, height=3.4, pyplot=False)
-        super().__init__(controls, fig, axes)
+        self.x = 2.0 + 1.5 * rng.normal(size=self.RECORDED)
+        self.noise = rng.normal(size=self.RECORDED)
+        self.initial = {**self.INITIAL, **initial}
+        for name, (low, high, _) in self.LIMITS.items():
+            if not low <= self.initial[name] <= high:
+                raise ValueError(f"{name} must be in {low}..{high} (its slider), got {self.initial[name]}")
+        self.upstream(self.initial["batch_size"], self.initial["pattern"])   # raises for an unknown pattern
+        # full float64 (about 3 kB): the view computes on exactly the numbers compute() uses
+        super().__init__({"x": self.x.tolist(), "noise": self.noise.tolist(), "eps": self.EPS,
+                          "patterns": list(self.PATTERNS), "terms": list(self.TERMS), "legend": dict(self.LABELS),
+                          "term_colors": list(plots.TERM_COLORS),
+                          "limits": {k: list(v) for k, v in self.LIMITS.items()}, "initial": self.initial,
+                          **_colors()})
 
     def _forward(self, batch_size, gamma):
         if not 2 <= batch_size <= len(self.x):
             raise ValueError(f"batch_size must be in 2..{len(self.x)} (the recorded batch), got {batch_size}")
         x = self.x[:batch_size, None]
-        _, cache = batchnorm_forward(x, np.array([gamma]), np.array([0.0]), {"mode": "train"})
+        _, cache = batchnorm_forward(x, np.array([gamma]), np.array([0.0]), {"mode": "train", "eps": self.EPS})
         return x, cache
 
     def upstream(self, batch_size: int, pattern: str, x_hat=None) -> np.ndarray:
@@ -352,7 +361,7 @@ class GradientCoupling(ImageExplorer):
         dx_train = batchnorm_backward(dout, cache)[0]
         # eval mode with the batch's own statistics as "running" ones: same x_hat, constant stats
         g, b = np.array([gamma]), np.array([0.0])
-        _, eval_cache = batchnorm_forward(x, g, b, {"mode": "eval", "running_mean": x.mean(0),
+        _, eval_cache = batchnorm_forward(x, g, b, {"mode": "eval", "eps": self.EPS, "running_mean": x.mean(0),
                                                      "running_var": x.var(0)})
         dx_eval = batchnorm_backward(dout, eval_cache)[0]
         return dx_train[:, 0], dx_eval[:, 0], x_hat[:, 0]
@@ -370,56 +379,71 @@ class GradientCoupling(ImageExplorer):
                 mean: np.full(m, -prefactor * dy.sum()),
                 scale: -prefactor * x_hat * (dy * x_hat).sum()}
 
-    def draw(self, **v) -> str:
-        dx_bn, dx_fixed, x_hat = self.compute(**v)
-        terms = self.terms(**v)
-        plots.plot_sample_gradients({"plain": dx_fixed, "bn": dx_bn}, self.axes[0],
+    def figure(self, **settings):
+        v = {**self.initial, **settings}
+        dx_bn, dx_fixed, _ = self.compute(**v)
+        fig, axes = plots.new_figure(2, width=5.2, height=3.4, pyplot=False)
+        plots.plot_sample_gradients({"plain": dx_fixed, "bn": dx_bn}, axes[0],
                                     title="BN (training) couples the samples:\nits gradients sum to zero",
                                     labels=self.LABELS)
-        plots.plot_gradient_terms(terms, dx_bn, self.axes[1],
+        plots.plot_gradient_terms(self.terms(**v), dx_bn, axes[1],
                                   title="dx_i = own + mean + scale term;\nsummed over the batch they cancel: Σ dx = 0")
-        sums = " &nbsp; ".join(f"Σ {html.escape(name.split(':')[0])} = {t.sum():+.3g}" for name, t in terms.items())
-        return (f"<p>with batch statistics: <b>Σ dx = {dx_bn.sum():+.2e}</b> (≈ 0), "
-                f"Σ dx·x̂ = {(dx_bn * x_hat).sum():+.2e} &nbsp;|&nbsp; "
-                f"statistics fixed: Σ dx = {dx_fixed.sum():+.3f}</p>"
-                f"<p>the terms summed over the batch: {sums} (own and mean cancel; Σ x̂ = 0 removes the scale term)</p>")
+        return fig
 
 
 # ----------------------------------------------------------------------------- lesson 03
-class MomentumExplorer(ImageExplorer):
-    """Running mean of a drifting feature for a chosen momentum (PyTorch convention)."""
+class MomentumExplorer(Explorer):
+    """Running mean of a drifting feature for a chosen momentum (PyTorch convention).
 
-    def __init__(self, steps: int = 400, batch_size: int = 32, drift: float = 0.02, seed: int = 0):
-        self.recorded = {kind: drifting_batches(steps, batch_size, drift, kind, seed=seed)
-                         for kind in ("ramp", "sine", "step")}
-        self.true_mean = {kind: drifting_batches(steps, batch_size, drift, kind, noise=0.0).mean(1)
-                          for kind in self.recorded}
+    The batch means of recorded batches and the true mean, per kind of drift, are sent once at full
+    precision; per move the view (momentum_explorer.js) computes the running mean and how far it lags
+    behind over the last steps (`runningAverage`, `rampLag` of bn.js), the numbers compute() and
+    `bnlab.experiments.ramp_lag` give.
+    """
+
+    VIEW = "momentum_explorer.js"
+    KINDS = ("ramp", "sine", "step")
+    MOMENTUM_RANGE = (1e-3, 1.0)   # the slider, in steps of 0.1 in log10
+    LAST = 100                     # the lag is averaged over the last LAST steps (ramp_lag's default)
+
+    def __init__(self, steps: int = 400, batch_size: int = 32, drift: float = 0.02, seed: int = 0,
+                 momentum: float = 0.1, kind: str = "ramp"):
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        low, high = self.MOMENTUM_RANGE
+        if not low <= momentum <= high:
+            raise ValueError(f"momentum must be in {low}..{high} (its slider), got {momentum}")
+        self.recorded = {k: drifting_batches(steps, batch_size, drift, k, seed=seed) for k in self.KINDS}
+        self.true_mean = {k: drifting_batches(steps, batch_size, drift, k, noise=0.0).mean(1) for k in self.KINDS}
+        self.batch_means = {k: batches.mean(1) for k, batches in self.recorded.items()}
         self.drift = drift
-        style = {"description_width": "90px"}
-        controls = {
-            "momentum": widgets.FloatLogSlider(value=0.1, base=10, min=-3, max=0, step=0.1,
-                                               description="momentum", style=style),
-            "kind": widgets.Dropdown(options=list(self.recorded), value="ramp",
-                                     description="drift", style=style),
-        }
-        fig, axes = plots.new_figure(1, width=7, pyplot=False)
-        super().__init__(controls, fig, axes)
+        self.initial = {"momentum": momentum, "kind": kind}
+        # the colour plot_running_mean gives a single running mean
+        running = matplotlib.colors.to_hex(matplotlib.colormaps["Oranges"](0.55))
+        # full float64 (about 40 kB for 400 steps): the view averages exactly the numbers compute() does
+        super().__init__({"batch_means": {k: v.tolist() for k, v in self.batch_means.items()},
+                          "true_mean": {k: v.tolist() for k, v in self.true_mean.items()}, "drift": drift,
+                          "last": self.LAST, "momentum_range": list(self.MOMENTUM_RANGE), "initial": self.initial,
+                          "running_color": running, **_colors()})
 
     def compute(self, momentum, kind):
         """(batch means, running mean, true mean) over the recorded steps."""
-        batch_means = self.recorded[kind].mean(1)
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        batch_means = self.batch_means[kind]
         return batch_means, running_average(batch_means, momentum), self.true_mean[kind]
 
-    def draw(self, momentum, kind) -> str:
-        batch_means, running, true = self.compute(momentum, kind)
-        plots.plot_running_mean(batch_means, {momentum: running}, true, self.axes[0])
-        lag = ramp_lag(true, running)
-        text = (f"<p>momentum {momentum:.3g} (Keras momentum {1 - momentum:.3g}): averages over about "
-                f"{1 / momentum:.0f} batches; over the last 100 steps the running mean is on average "
-                f"{lag:+.3f} behind the true mean")
-        if kind == "ramp":
-            text += f" (theory for a ramp: drift·(1−m)/m = {self.drift * (1 - momentum) / momentum:.3f})"
-        return text + "</p>"
+    def lag(self, momentum, kind) -> float:
+        """How far the running mean trails the true mean over the last LAST steps (the readout's lag)."""
+        _, running, true = self.compute(momentum, kind)
+        return ramp_lag(true, running, min(self.LAST, len(true)))
+
+    def figure(self, **settings):
+        v = {**self.initial, **settings}
+        batch_means, running, true = self.compute(**v)
+        fig, (ax,) = plots.new_figure(1, width=7, pyplot=False)
+        plots.plot_running_mean(batch_means, {v["momentum"]: running}, true, ax)
+        return fig
 
 
 # ----------------------------------------------------------------------------- lesson 04

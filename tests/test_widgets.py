@@ -16,37 +16,13 @@ from bnlab.models import mlp  # noqa: E402
 from bnlab.train import train_classifier  # noqa: E402
 from bnlab.widgets import (  # noqa: E402
     ActivationExplorer,
-    GradientCoupling,
     GradientFlowExplorer,
-    MomentumExplorer,
     base_sample,
-    ramp_lag,
 )
 
 
 def bar_heights(ax):
     return np.array([p.get_height() for p in ax.patches])
-
-
-def test_gradient_coupling_sums_to_zero_in_training_only():
-    g = GradientCoupling()
-    for pattern in GradientCoupling.PATTERNS:
-        dx_bn, dx_fixed, x_hat = g.compute(batch_size=12, pattern=pattern, gamma=1.5)
-        assert abs(dx_bn.sum()) < 1e-12
-    dx_bn, dx_fixed, _ = g.compute(batch_size=12, pattern="only sample 0", gamma=1.0)
-    assert np.count_nonzero(dx_fixed) == 1 and abs(dx_fixed.sum()) > 0.1
-    g.controls["batch_size"].value = 20
-    assert len(g.axes[0].patches) == 40  # two bars per sample
-
-
-def test_momentum_explorer_lag_matches_theory_for_a_ramp():
-    m = MomentumExplorer(steps=400, drift=0.02)
-    batch_means, running, true = m.compute(0.1, "ramp")
-    assert ramp_lag(true, running) == pytest.approx(0.02 * 0.9 / 0.1, abs=0.03)
-    recorded = m.recorded["ramp"].copy()
-    m.controls["momentum"].value = 0.01
-    np.testing.assert_array_equal(m.recorded["ramp"], recorded)  # redraw only; the data stay
-    assert "behind the true mean" in m.readout.value
 
 
 def test_base_sample_is_standardized_and_rejects_unknown_shapes():
@@ -199,62 +175,10 @@ def test_gradient_flow_explorer_trains_with_the_default_init(flow):
     assert first.weight.abs().max().item() < 1.5 / 8
 
 
-# ----------------------------------------------------------------------------- lesson 02: the three terms
-@pytest.mark.parametrize("pattern", GradientCoupling.PATTERNS)
-@pytest.mark.parametrize("batch_size, gamma", [(2, 1.0), (7, 0.5), (20, 2.5)])
-def test_gradient_coupling_terms_add_up_to_the_reference_dx(pattern, batch_size, gamma):
-    from bnlab.reference import batchnorm_backward, batchnorm_forward
-
-    g = GradientCoupling()
-    terms = g.terms(batch_size, pattern, gamma)
-    assert list(terms) == list(GradientCoupling.TERMS)
-    x = g.x[:batch_size, None]
-    _, cache = batchnorm_forward(x, np.array([gamma]), np.array([0.0]), {"mode": "train"})
-    dy = g.upstream(batch_size, pattern, cache["x_hat"][:, 0])
-    dx = batchnorm_backward(dy[:, None], cache)[0][:, 0]
-    np.testing.assert_allclose(sum(terms.values()), dx, rtol=1e-10, atol=1e-13)
-    # the terms by their definitions, with the prefactor gamma / (m sqrt(var + eps)) from x itself
-    k = gamma / (batch_size * np.sqrt(x.var() + 1e-5))
-    x_hat = (x[:, 0] - x.mean()) / np.sqrt(x.var() + 1e-5)
-    own, mean, scale = terms.values()
-    np.testing.assert_allclose(own, k * batch_size * dy, rtol=1e-10)
-    np.testing.assert_allclose(mean, np.full(batch_size, -k * dy.sum()), rtol=1e-10, atol=1e-15)
-    np.testing.assert_allclose(scale, -k * x_hat * (dy * x_hat).sum(), rtol=1e-8, atol=1e-15)
-
-
-def test_gradient_coupling_patterns():
-    g = GradientCoupling()
-    np.testing.assert_array_equal(g.upstream(4, "two samples"), [1, -1, 0, 0])
-    largest = g.upstream(10, "only the largest sample")
-    assert largest.sum() == 1 and largest[np.argmax(g.x[:10])] == 1
-    np.testing.assert_array_equal(g.upstream(5, "random"), g.noise[:5])
-    with pytest.raises(ValueError, match="pattern"):
-        g.upstream(4, "all of them")
-    with pytest.raises(ValueError, match="batch_size"):
-        g.terms(65, "constant", 1.0)
-
-
-def test_gradient_coupling_second_panel_shows_the_terms_and_the_readout_their_sum():
-    g = GradientCoupling()
-    g.controls["pattern"].value = "two samples"
-    g.controls["batch_size"].value = 6
-    left, right = g.axes
-    assert len(left.patches) == 12 and len(right.patches) == 18      # 2 bars / 3 terms per sample
-    dx_bn, _, _ = g.compute(6, "two samples", 1.0)
-    np.testing.assert_allclose(right.lines[0].get_ydata(), dx_bn)     # the dots are dx
-    terms = g.terms(6, "two samples", 1.0)
-    heights = np.array([p.get_height() for p in right.patches]).reshape(3, 6)
-    np.testing.assert_allclose(heights, np.stack(list(terms.values())))
-    assert set(t.get_text() for t in right.get_legend().get_texts()) == {*GradientCoupling.TERMS, "their sum dx_i"}
-    assert "Σ dx = " in g.readout.value and "(≈ 0)" in g.readout.value
-
-
 # ----------------------------------------------------------------------------- every explorer: nothing clipped
 @pytest.fixture(scope="module")
 def explorers(fig1_runs, flow):
-    return {"GradientCoupling": GradientCoupling(),
-            "MomentumExplorer": MomentumExplorer(steps=200), "ActivationExplorer": ActivationExplorer(fig1_runs),
-            "GradientFlowExplorer": flow}
+    return {"ActivationExplorer": ActivationExplorer(fig1_runs), "GradientFlowExplorer": flow}
 
 
 def text_px(text: str) -> float:
@@ -268,8 +192,7 @@ def text_px(text: str) -> float:
                                                   ismath=False)[0]
 
 
-@pytest.mark.parametrize("name", ["GradientCoupling", "MomentumExplorer", "ActivationExplorer",
-                                  "GradientFlowExplorer"])
+@pytest.mark.parametrize("name", ["ActivationExplorer", "GradientFlowExplorer"])
 def test_control_descriptions_fit_their_width(explorers, name):
     """Lesson 01's playground showed 'input m…': a description wider than description_width is cut."""
     for control in explorers[name].controls.values():
@@ -324,7 +247,7 @@ def test_a_frozen_layout_stays_frozen_while_nothing_overflows(explorers):
     assert e.layouts == solved + 1    # another kind of plot: solved once more
 
 
-@pytest.mark.parametrize("name", ["GradientCoupling", "MomentumExplorer", "GradientFlowExplorer"])
+@pytest.mark.parametrize("name", ["GradientFlowExplorer"])
 def test_every_explorer_keeps_its_labels_inside(explorers, name):
     e = explorers[name]
     assert_inside(e, "as built")
