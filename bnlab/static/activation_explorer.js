@@ -184,7 +184,7 @@ function render({ model, el }) {
   // ▶ steps through the records, as the old explorer's Play widget (records_per_tick every interval_ms)
   const play = document.createElement("button");
   play.className = "bnlab-play";
-  play.style.minWidth = "5.5em";
+  play.style.minWidth = "6.5em";
   let timer = null;
   const stop = () => { clearInterval(timer); timer = null; play.textContent = "▶ play"; };
   stop();
