@@ -21,7 +21,9 @@ import html
 import io
 import json
 import re
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import anywidget
 import ipywidgets as widgets
@@ -37,6 +39,7 @@ from . import plots
 from .data import base_sample, drifting_batches
 from .experiments import final_results, gradient_flow_table, ramp_lag
 from .reference import batchnorm_backward, batchnorm_forward, running_average
+from .train import History
 
 __all__ = ["Explorer", "ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
            "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "bundle", "rounded", "MAX_PAYLOAD_BYTES",
@@ -447,76 +450,148 @@ class MomentumExplorer(Explorer):
 
 
 # ----------------------------------------------------------------------------- lesson 04
-class ActivationExplorer(ImageExplorer):
-    """Recorded runs side by side (e.g. without and with BN): one layer's histogram at a chosen step,
-    or its whole history as an image with the step marked. Reads the probes' records only.
+# Histograms are most of what lesson 04's explorer sends (2 runs x 3 layers x 300 records x 104 bins);
+# as JSON numbers they would be about 1.3 MB. Each fraction is sent as two characters instead: code 0
+# for an empty bin, else 1..4095 for log10(fraction) on an even grid over FRACTION_LOG_RANGE, so every
+# fraction keeps its value to 0.2 % (three significant digits) whether it is a histogram's peak or a
+# tail bin that only the heatmap's log colour scale shows.
+FRACTION_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+FRACTION_LOG_RANGE = (-7.0, 0.0)   # 1e-7 (a bin of a 10-million-value histogram) .. 1 (all in one bin)
+FRACTION_LEVELS = len(FRACTION_ALPHABET) ** 2 - 1
 
-    runs: {variant: bnlab.probes.Recording}, all recorded at the same steps.
+
+def encode_fractions(values) -> str:
+    """Fractions in [0, 1] (any shape, read in C order) as a string of two characters each (see above).
+    0 (and NaN: nothing recorded) is code 0; a fraction below 10**FRACTION_LOG_RANGE[0] is sent as that."""
+    f = np.asarray(values, dtype=np.float64).ravel()
+    lo, hi = FRACTION_LOG_RANGE
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = np.rint((np.log10(np.clip(f, 10.0 ** lo, 10.0 ** hi)) - lo) / (hi - lo) * (FRACTION_LEVELS - 1))
+    code = np.where(f > 0, 1 + np.nan_to_num(level), 0).astype(np.int64)
+    alphabet = np.frombuffer(FRACTION_ALPHABET.encode("ascii"), dtype=np.uint8)
+    chars = np.stack([alphabet[code // 64], alphabet[code % 64]], axis=1)
+    return chars.tobytes().decode("ascii")
+
+
+def decode_fractions(text: str) -> np.ndarray:
+    """The fractions encode_fractions sent, flat (what the view's decodeFractions computes)."""
+    index = {c: i for i, c in enumerate(FRACTION_ALPHABET)}
+    if len(text) % 2 or any(c not in index for c in set(text)):
+        raise ValueError("not an encode_fractions string: odd length or a character outside FRACTION_ALPHABET")
+    codes = np.array([index[c] for c in text], dtype=np.int64).reshape(-1, 2) @ np.array([64, 1])
+    lo, hi = FRACTION_LOG_RANGE
+    return np.where(codes > 0, 10.0 ** (lo + (codes - 1) * (hi - lo) / (FRACTION_LEVELS - 1)), 0.0)
+
+
+class ActivationExplorer(Explorer):
+    """Recorded runs side by side (e.g. without and with BN): one layer's histogram at a chosen step,
+    or its whole history as a heatmap with the step marked, of the activations or of the gradients
+    log10|dL/da|; a readout of each run's mean, std, percentiles and gradient norm at that step.
+
+    runs: {variant: bnlab.probes.Recording}, all recorded at the same steps, of the same layers.
+
+    Sent once: the recorded steps and, per run and layer, the histograms of every record (activations
+    and gradients, encode_fractions: two characters a bin), their bin edges, and mean, std,
+    percentiles and gradient norm per record (to 7, 6 and 5 significant digits: about the float32 they
+    were recorded in, so that the readout's rounding to 3 decimals, 2 and 3 digits is the recorded
+    numbers', not a second rounding of rounded ones). Picking the record of a
+    step, the histogram, the heatmap and the readout happen in the view; a play button steps
+    through the records.
     """
 
-    FREEZE_LAYOUT = True
+    VIEW = "activation_explorer.js"
     QUANTITIES = ("activations at this step", "gradients at this step", "activations over training",
                   "gradients over training")
+    PLAY = {"interval_ms": 150, "records_per_tick": 5}
 
     def __init__(self, runs: dict, layer: str | None = None, step: int | None = None):
-        self.runs = runs
+        if not runs:
+            raise ValueError("runs must hold at least one recording: {variant: bnlab.probes.Recording}")
+        self.runs = dict(runs)
         first = next(iter(runs.values()))
         self.steps = first.steps
+        if not len(self.steps):
+            raise ValueError("the recordings hold no records: train with the probe attached first")
         if any(len(r) != len(first) or not np.array_equal(r.steps, self.steps) for r in runs.values()):
             raise ValueError("the runs must be recorded at the same steps")
-        every = int(self.steps[1] - self.steps[0]) if len(self.steps) > 1 else 1
         layers = list(first.layers)
-        style = {"description_width": "70px"}
-        controls = {
-            "step": widgets.IntSlider(value=int(self.steps[-1] if step is None else step), min=int(self.steps[0]),
-                                      max=int(self.steps[-1]), step=every, description="step", style=style,
-                                      layout=widgets.Layout(width="420px")),
-            "layer": widgets.Dropdown(options=layers, value=layer or layers[-1], description="layer", style=style,
-                                      layout=widgets.Layout(width="180px")),
-            "quantity": widgets.Dropdown(options=self.QUANTITIES, value=self.QUANTITIES[0], description="show",
-                                         style=style, layout=widgets.Layout(width="320px")),
-        }
-        self.play = widgets.Play(value=controls["step"].value, min=controls["step"].min, max=controls["step"].max,
-                                 step=every * 5, interval=150, description="play")
-        widgets.jslink((self.play, "value"), (controls["step"], "value"))
-        fig, axes = plots.new_figure(len(runs), width=4.3, height=3.1, pyplot=False)
-        super().__init__(controls, fig, axes)
-        row = self.widget.children[0]
-        row.children = (self.play, *row.children)
+        if any(list(r.layers) != layers for r in runs.values()):
+            raise ValueError(f"the runs must record the same layers; the first has {layers}")
+        layer = layers[-1] if layer is None else layer
+        if layer not in layers:
+            raise ValueError(f"layer must be one of the recorded layers {layers}, got {layer!r}")
+        step = int(self.steps[-1] if step is None else step)
+        if not self.steps[0] <= step <= self.steps[-1]:
+            raise ValueError(f"step must be within the recorded steps {int(self.steps[0])}..{int(self.steps[-1])}, "
+                             f"got {step}")
+        every = int(self.steps[1] - self.steps[0]) if len(self.steps) > 1 else 1
+        self.initial = {"step": step, "layer": layer, "quantity": self.QUANTITIES[0]}
+        super().__init__({
+            "steps": self.steps.tolist(), "every": every, "layers": layers,
+            "percentiles": list(first.percentiles), "quantities": list(self.QUANTITIES), "initial": self.initial,
+            "play": self.PLAY,
+            "fractions": {"alphabet": FRACTION_ALPHABET, "log_range": list(FRACTION_LOG_RANGE),
+                          "levels": FRACTION_LEVELS},
+            "heatmap": {"log_range": list(plots.HEATMAP_RANGE), "label": plots.HEATMAP_LABEL},
+            "runs": [{"key": str(key), "label": plots.LABELS.get(key, str(key)),
+                      "layers": {name: self._layer_data(recording[name]) for name in layers}}
+                     for key, recording in self.runs.items()],
+            **_colors()})
+
+    @staticmethod
+    def _layer_data(record) -> dict:
+        return {"edges": rounded(record.edges, 6), "grad_edges": rounded(record.grad_edges, 6),
+                "hist": encode_fractions(record.hist), "grad_hist": encode_fractions(record.grad_hist),
+                "mean": rounded(record.mean, 7), "std": rounded(record.std, 7),
+                "percentiles": rounded(record.percentiles, 6), "grad_norm": rounded(record.grad_norm, 5)}
 
     def index(self, step: int) -> int:
         """The record at or just before a training step."""
         return int(np.clip(np.searchsorted(self.steps, step, side="right") - 1, 0, len(self.steps) - 1))
 
-    def layout_key(self, step, layer, quantity):
-        return quantity   # a histogram and a heatmap with its colour bar need different layouts
+    def sent(self, key: str, layer: str) -> SimpleNamespace:
+        """A run's layer as the view receives it, decoded: edges, grad_edges, hist and grad_hist
+        (records, bins) fractions, mean, std, percentiles, grad_norm (NaN where nothing came)."""
+        run = next((r for r in self.data["runs"] if r["key"] == key), None)
+        if run is None or layer not in run["layers"]:
+            raise ValueError(f"no run {key!r} with layer {layer!r}; runs {[r['key'] for r in self.data['runs']]}, "
+                             f"layers {self.data['layers']}")
+        d = run["layers"][layer]
+        records = len(self.data["steps"])
+        as_array = partial(np.array, dtype=np.float64)
+        return SimpleNamespace(edges=as_array(d["edges"]), grad_edges=as_array(d["grad_edges"]),
+                               hist=decode_fractions(d["hist"]).reshape(records, -1),
+                               grad_hist=decode_fractions(d["grad_hist"]).reshape(records, -1),
+                               **{k: as_array(d[k]) for k in ("mean", "std", "percentiles", "grad_norm")})
 
-    def draw(self, step, layer, quantity) -> str:
-        i = self.index(step)
-        gradients = quantity.startswith("gradients")
-        rows = {}
-        for ax, (key, recording) in zip(self.axes, self.runs.items()):
-            record = recording[layer]
-            name = plots.LABELS.get(key, key)
-            if quantity.endswith("over training"):
-                plots.plot_histogram_heatmap(record, self.steps, ax, gradients=gradients, mark_step=self.steps[i],
-                                             title=f"{name}: {layer} over training")
+    def figure(self, **settings):
+        """The view's picture at the initial settings (or those given) from the data sent."""
+        v = {**self.initial, **settings}
+        if v["quantity"] not in self.QUANTITIES:
+            raise ValueError(f"quantity must be one of {self.QUANTITIES}, got {v['quantity']!r}")
+        fig, axes = plots.new_figure(len(self.runs), width=4.3, height=3.1, pyplot=False)
+        i, layer = self.index(v["step"]), v["layer"]
+        gradients = v["quantity"].startswith("gradients")
+        for ax, run in zip(axes, self.data["runs"]):
+            record = self.sent(run["key"], layer)
+            if v["quantity"].endswith("over training"):
+                plots.plot_histogram_heatmap(record, self.data["steps"], ax, gradients=gradients,
+                                             mark_step=self.data["steps"][i],
+                                             title=f"{run['label']}: {layer} over training")
             else:
-                plots.remove_colorbar(ax)
-                percentiles = None if gradients else dict(zip(recording.percentiles, record.percentiles[i]))
-                plots.plot_layer_histogram(record, i, key, ax, gradients=gradients, percentiles=percentiles,
+                percentiles = None if gradients else dict(zip(self.data["percentiles"], record.percentiles[i]))
+                plots.plot_layer_histogram(record, i, run["key"], ax, gradients=gradients, percentiles=percentiles,
                                            xlabel=None if gradients else f"{layer} value (percentiles dashed)",
-                                           title=f"{name}: {layer} at step {int(self.steps[i])}")
-            rows[name] = (
-                f"{record.mean[i]:.3f}", f"{record.std[i]:.3f}",
-                " / ".join(f"{v:.2f}" for v in record.percentiles[i]), f"{record.grad_norm[i]:.2e}")
-        return _table(rows, ("", "mean", "std", "percentiles " + "/".join(f"{q:g}" for q in
-                                                                          next(iter(self.runs.values())).percentiles),
-                             "||dL/da||"))
+                                           title=f"{run['label']}: {layer} at step {self.data['steps'][i]}")
+        return fig
 
 
 # ----------------------------------------------------------------------------- lesson 05
-class GradientFlowExplorer(ImageExplorer):
+def _norm_key(norm) -> str:
+    return "bn" if norm else "plain"
+
+
+class GradientFlowExplorer(Explorer):
     """Deep MLPs with and without BN: per-layer gradient norms at initialization (left) and test
     accuracy during training at a learning rate (right).
 
@@ -524,10 +599,15 @@ class GradientFlowExplorer(ImageExplorer):
     `bnlab.experiments.gradient_flow_table` computes it), by default computed for every depth x
     activation x init in the menus on the first batch_size training examples. Training runs come
     from `runs` ({(norm, depth, activation, init, lr): History}) and from the "train" button, which
-    trains the selected configuration (both variants, with a progress bar) and adds it.
+    trains the selected configuration (both variants, with a progress bar below the explorer) and
+    adds it.
+
+    Sent: the whole table (every configuration of the menus: the view picks one per move) and each
+    trained run's test-accuracy curve and the step its loss stopped being finite; data is sent
+    again, with the new runs, after training.
     """
 
-    FREEZE_LAYOUT = True
+    VIEW = "gradient_flow_explorer.js"
     DEPTHS = (2, 5, 10, 20, 30, 50)
     ACTIVATIONS = ("relu", "tanh", "sigmoid")
     INITS = ("he", "lecun", "default")
@@ -536,8 +616,14 @@ class GradientFlowExplorer(ImageExplorer):
     def __init__(self, data, runs: dict | None = None, batch_size: int = 128, steps: int = 300, seed: int = 0,
                  depth: int = 10, activation: str = "relu", init: str = "he", lr: float = 1.0,
                  table: dict | None = None):
-        self.data, self.steps, self.seed = data, steps, seed
-        self.runs = dict(runs or {})
+        self.dataset, self.steps, self.seed = data, steps, seed
+        self.initial = self._settings(depth, activation, init, lr)
+        self.runs = {}
+        for key, history in (runs or {}).items():
+            if not (isinstance(key, tuple) and len(key) == 5 and key[0] in (None, "bn")):
+                raise ValueError(f"runs must be keyed (norm, depth, activation, init, lr) with norm None or 'bn', "
+                                 f"got {key!r}")
+            self.runs[(key[0], *self._settings(*key[1:]).values())] = history
         if table is None:
             table = gradient_flow_table(data.x_train[:batch_size], data.y_train[:batch_size], self.DEPTHS,
                                         self.ACTIVATIONS, self.INITS, seed, num_classes=data.num_classes)
@@ -547,60 +633,89 @@ class GradientFlowExplorer(ImageExplorer):
             raise ValueError("table must hold every (norm, depth, activation, init) of the menus; "
                              f"missing {missing[:3]}")
         self.norms = dict(table)
-        style = {"description_width": "100px"}
-        controls = {
-            "depth": widgets.SelectionSlider(options=self.DEPTHS, value=depth, description="depth", style=style,
-                                             continuous_update=False),
-            "activation": widgets.Dropdown(options=self.ACTIVATIONS, value=activation, description="activation",
-                                           style=style, layout=widgets.Layout(width="200px")),
-            "init": widgets.Dropdown(options=self.INITS, value=init, description="init", style=style,
-                                     layout=widgets.Layout(width="200px")),
-            "lr": widgets.SelectionSlider(options=self.LRS, value=lr, description="learning rate", style=style,
-                                          continuous_update=False),
-        }
-        self.button = widgets.Button(description="train this configuration", icon="play",
-                                     layout=widgets.Layout(width="240px"))
-        self.progress = widgets.Output()  # holds the progress bar; only a button press writes to it
-        self.button.on_click(lambda _: self.train_selected())
-        fig, axes = plots.new_figure(2, width=4.6, height=3.2, pyplot=False)
-        super().__init__(controls, fig, axes)
-        self.widget.children = (*self.widget.children[:2], widgets.HBox([self.button, self.progress]),
-                                *self.widget.children[2:])
+        self.progress = widgets.Output()  # the progress bar of training; only the train button writes to it
+        super().__init__(self._data())
+        # the explorer with its progress bar under it; a VBox shows its children's own views
+        self.widget = widgets.VBox([self, self.progress])
 
-    def train_selected(self) -> None:
-        """Train the selected configuration with and without BN (a few seconds each) and redraw."""
+    def _settings(self, depth, activation, init, lr) -> dict:
+        """The settings as the menus hold them (lr as the menu's float), or a ValueError naming the bad one."""
+        for name, value, menu in (("depth", depth, self.DEPTHS), ("activation", activation, self.ACTIVATIONS),
+                                  ("init", init, self.INITS), ("lr", lr, self.LRS)):
+            if value not in menu:
+                raise ValueError(f"{name} must be one of {menu}, got {value!r}")
+        return {"depth": int(depth), "activation": activation, "init": init,
+                "lr": self.LRS[self.LRS.index(lr)]}
+
+    def _data(self) -> dict:
+        table = [{"norm": _norm_key(norm), "depth": d, "activation": a, "init": i,
+                  "norms": rounded(self.norms[(norm, d, a, i)], 4)}
+                 for d in self.DEPTHS for a in self.ACTIVATIONS for i in self.INITS for norm in (None, "bn")]
+        runs = [{"norm": _norm_key(norm), "depth": d, "activation": a, "init": i, "lr": lr,
+                 "eval_steps": [int(s) for s in h.eval_steps], "test_accuracy": rounded(h.test_accuracy, 5),
+                 "diverged_at": None if h.diverged_at is None else int(h.diverged_at)}
+                for (norm, d, a, i, lr), h in self.runs.items()]
+        return {"menus": {"depth": list(self.DEPTHS), "activation": list(self.ACTIVATIONS), "init": list(self.INITS),
+                          "lr": list(self.LRS)},
+                "initial": self.initial, "table": table, "runs": runs, **_colors()}
+
+    def train_selected(self, depth=None, activation=None, init=None, lr=None) -> None:
+        """Train a configuration (the initial one where a setting is not given; the view's train button
+        sends its settings) with and without BN, a few seconds each, with a progress bar in
+        `self.progress`; the runs are added and sent, and the view redraws."""
         from .experiments import lr_sweep
 
-        v = self.values
+        v = self._settings(*(self.initial[k] if x is None else x
+                             for k, x in zip(("depth", "activation", "init", "lr"), (depth, activation, init, lr))))
         with self.progress:
             self.progress.clear_output()
             trained = lr_sweep([v["lr"]], depth=v["depth"], activation=v["activation"], init=v["init"],
-                               steps=self.steps, seed=self.seed, data=self.data)
-        for (norm, lr), history in trained.items():
-            self.runs[(norm, v["depth"], v["activation"], v["init"], lr)] = history
-        self.update()
+                               steps=self.steps, seed=self.seed, data=self.dataset)
+        for (norm, _), history in trained.items():
+            self.runs[(norm, v["depth"], v["activation"], v["init"], v["lr"])] = history
+        self.data = self._data()   # a new dict: traitlets sends it and the view redraws
 
-    def draw(self, depth, activation, init, lr) -> str:
-        grad = {("bn" if norm else "plain"): self.norms[(norm, depth, activation, init)] for norm in (None, "bn")}
-        ratio = {k: v[0] / v[-1] for k, v in grad.items()}
-        plots.plot_gradient_flow(grad, self.axes[0],
+    def sent_run(self, norm, depth, activation, init, lr):
+        """A trained run as the view receives it (a History with eval_steps, test_accuracy and
+        diverged_at), or None if that configuration has not been trained."""
+        v = self._settings(depth, activation, init, lr)
+        for r in self.data["runs"]:
+            if r["norm"] == _norm_key(norm) and all(r[k] == x for k, x in v.items()):
+                return History(eval_steps=r["eval_steps"], test_accuracy=r["test_accuracy"],
+                               diverged_at=r["diverged_at"])
+        return None
+
+    def sent_norms(self, norm, depth, activation, init) -> np.ndarray:
+        """The gradient norms at init the view receives for a configuration."""
+        v = self._settings(depth, activation, init, self.LRS[0])
+        return np.array(next(r["norms"] for r in self.data["table"] if r["norm"] == _norm_key(norm)
+                             and all(r[k] == v[k] for k in ("depth", "activation", "init"))), dtype=np.float64)
+
+    def figure(self, **settings):
+        """The view's picture at the initial settings (or those given) from the data sent."""
+        v = {**self.initial, **settings}
+        depth, activation, init, lr = (v[k] for k in ("depth", "activation", "init", "lr"))
+        fig, axes = plots.new_figure(2, width=4.6, height=3.2, pyplot=False)
+        grad = {_norm_key(norm): self.sent_norms(norm, depth, activation, init) for norm in (None, "bn")}
+        ratio = {k: g[0] / g[-1] for k, g in grad.items()}
+        plots.plot_gradient_flow(grad, axes[0],
                                  title=f"At init, depth {depth}, {activation}, {init}: layer 1 / last\n"
                                        f"without BN {ratio['plain']:.2g}x, with BN {ratio['bn']:.2g}x")
-        trained = {("bn" if norm else "plain"): self.runs.get((norm, depth, activation, init, lr))
-                   for norm in (None, "bn")}
-        ax = self.axes[1]
+        trained = {_norm_key(norm): self.sent_run(norm, depth, activation, init, lr) for norm in (None, "bn")}
         if all(h is not None for h in trained.values()):
-            plots.plot_curves(trained, ax=ax, title=f"Training at learning rate {lr:g}")
-            ax.set_ylim(0, 1)
-            status = " · ".join(
-                f"{plots.LABELS[k]}: " + (f"loss not finite at step {h.diverged_at}" if h.diverged
-                                          else f"test accuracy {h.test_accuracy[-1]:.3f}")
-                for k, h in trained.items())
+            plots.plot_curves(trained, ax=axes[1], title=f"Training at learning rate {lr:g}")
+            axes[1].set_ylim(0, 1)
         else:
-            plots.plot_message(ax, "not trained yet:\npress 'train this configuration'")
-            status = "this configuration has not been trained"
-        return (f"<p>first / last hidden layer gradient norm: without BN {ratio['plain']:.2g}, "
-                f"with BN {ratio['bn']:.2g}</p><p>{status}</p>")
+            plots.plot_message(axes[1], "not trained yet:\npress 'train this configuration'")
+        return fig
+
+    def _repr_mimebundle_(self, **kwargs):
+        data = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(data, tuple):
+            data[0]["text/plain"] = repr(self)
+        elif isinstance(data, dict):
+            data["text/plain"] = repr(self)
+        return data
 
 
 # ----------------------------------------------------------------------------- lessons 06 and 08

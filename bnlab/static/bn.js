@@ -128,3 +128,26 @@ export function histogram(values, edges) {
   }
   return counts;
 }
+
+// Python's format(x, ".{d}f") and format(x, ".{d}e") (pyFixed, pyExp), for readouts that must read as
+// the Python ones did: JavaScript rounds an exact tie (0.125 to 2 decimals) away from zero, Python to
+// the even digit; nan and inf (null, from JSON, is nan: a value not recorded)
+function pyHalfEven(x, d, method) {
+  const shown = x[method](d);
+  // d + 30 digits are exact (and far finer than a double's spacing): a tie reads 5 and zeros after digit d
+  const [digits, exponent] = x[method](Math.min(100, d + 30)).split("e");
+  if (digits.slice(-30) !== `5${"0".repeat(29)}`) return shown;
+  const truncated = digits.slice(0, -30).replace(/\.$/, "");
+  return Number(truncated.at(-1)) % 2 === 0 ? truncated + (exponent === undefined ? "" : `e${exponent}`) : shown;
+}
+export function pyFixed(x, d) {
+  if (x === null || Number.isNaN(x)) return "nan";
+  if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
+  return pyHalfEven(x, d, "toFixed");
+}
+export function pyExp(x, d) {
+  if (x === null || !Number.isFinite(x)) return pyFixed(x, d);
+  const [m, e] = pyHalfEven(x, d, "toExponential").split("e");
+  const n = Number(e);
+  return `${m}e${n < 0 ? "-" : "+"}${String(Math.abs(n)).padStart(2, "0")}`;
+}
