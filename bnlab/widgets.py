@@ -17,8 +17,6 @@ imports them as they are (`tests/js/`).
 
 from __future__ import annotations
 
-import html
-import io
 import json
 import re
 from functools import partial
@@ -29,11 +27,8 @@ import anywidget
 import ipywidgets as widgets
 import matplotlib
 import numpy as np
-import PIL.Image
 import traitlets
 from IPython.display import display
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from . import plots
 from .data import base_sample, drifting_batches
@@ -143,103 +138,6 @@ class Explorer(anywidget.AnyWidget):
 
 def _colors() -> dict:
     return {"colors": dict(plots.COLORS), "labels": dict(plots.LABELS)}
-
-
-class ImageExplorer:
-    """An explorer that redraws in Python: a matplotlib figure rendered to PNG on every control move.
-    Being replaced by Explorer (drawing in the browser)."""
-
-    DPI = 80  # what the inline backend uses; keeps a redraw fast
-    # Constrained layout re-solves the figure's layout on every draw (about a third of a redraw);
-    # explorers whose labels keep their size solve it once and keep it. It is solved again when
-    # layout_key changes (another kind of plot) and when a redraw has put text outside the figure
-    # (tick labels that grew), so that no label is clipped.
-    FREEZE_LAYOUT = False
-
-    def __init__(self, controls: dict, fig, axes):
-        self.controls = controls
-        self.fig, self.axes = fig, axes
-        self.fig.set_dpi(self.DPI)
-        self.canvas = FigureCanvasAgg(self.fig)
-        self.image = widgets.Image(format="png")
-        self.readout = widgets.HTML()
-        self.redraws = 0
-        self.layouts = 0   # how often the layout was solved: a test can see a frozen one stay frozen
-        self._layout_key = None
-        for control in controls.values():
-            control.observe(self._on_change, names="value")
-        self.widget = widgets.VBox([
-            widgets.HBox(list(controls.values())[:3], layout=widgets.Layout(flex_flow="row wrap")),
-            widgets.HBox(list(controls.values())[3:], layout=widgets.Layout(flex_flow="row wrap")),
-            self.image,
-            self.readout,
-        ])
-        self.update()
-
-    @property
-    def values(self) -> dict:
-        return {name: control.value for name, control in self.controls.items()}
-
-    def _on_change(self, _change) -> None:
-        self.update()
-
-    def layout_key(self, **values):
-        return None
-
-    def update(self) -> None:
-        key = self.layout_key(**self.values)
-        if key != self._layout_key:
-            self._thaw_layout()
-            self._layout_key = key
-        self.readout.value = self.draw(**self.values)
-        self.redraws += 1
-        self.image.value = self.render()
-
-    def _thaw_layout(self) -> None:
-        if self.FREEZE_LAYOUT and self.fig.get_layout_engine() is not None:
-            self.fig.set_layout_engine("constrained")
-
-    def _frozen(self) -> bool:
-        return self.FREEZE_LAYOUT and self.fig.get_layout_engine() is not None and \
-            not isinstance(self.fig.get_layout_engine(), ConstrainedLayoutEngine)
-
-    def overflows(self) -> bool:
-        box = self.fig.get_tightbbox(self.canvas.get_renderer())   # inches
-        slack = 1.0 / self.fig.dpi
-        width, height = self.fig.get_size_inches()
-        return box.x0 < -slack or box.y0 < -slack or box.x1 > width + slack or box.y1 > height + slack
-
-    def render(self) -> bytes:
-        if not self._frozen():
-            self.layouts += 1
-        self.canvas.draw()
-        if self._frozen() and self.overflows():
-            self._thaw_layout()
-            self.layouts += 1
-            self.canvas.draw()
-        if self.FREEZE_LAYOUT and self.fig.get_layout_engine() is not None:
-            self.fig.set_layout_engine("none")
-        buffer = io.BytesIO()
-        PIL.Image.fromarray(np.asarray(self.canvas.buffer_rgba())).save(buffer, format="png", compress_level=1)
-        return buffer.getvalue()
-
-    def snapshot(self) -> None:
-        display(self.fig)
-
-    def draw(self, **values) -> str:  # pragma: no cover
-        raise NotImplementedError
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-
-def _table(rows: dict, header: tuple) -> str:
-    head = "".join(f"<th style='padding:0 10px'>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr><td style='padding:0 10px'>" + html.escape(name) + "</td>"
-        + "".join(f"<td style='padding:0 10px; text-align:right'>{v}</td>" for v in values) + "</tr>"
-        for name, values in rows.items())
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 # ----------------------------------------------------------------------------- lesson 01
