@@ -97,7 +97,7 @@ def main() -> None:
                     raise SystemExit(f"{notebook.name}: the explorer raised in the browser: {errors[0]}")
                 page.close()
                 label = f"{notebook.stem[:2]} {timing['name']}"
-                size = len(json.dumps(state["data"]))
+                size = len(state["_payload"])
                 work, frame = statistics.median(timing["work"]), statistics.median(timing["frame"])
                 rows += [
                     Row(f"slider move -> redraw, {label}", work, None, "ms", target=1.0, ratio=work / REPAINT_MS,

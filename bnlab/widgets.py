@@ -92,7 +92,10 @@ class Explorer(anywidget.AnyWidget):
     in __init__ and draw `figure()` with matplotlib from the same records."""
 
     VIEW = ""
-    data = traitlets.Dict().tag(sync=True)
+    data = traitlets.Dict()
+    # What is sent: data as one compact JSON text. A dict trait would be saved in the notebook's
+    # widget state one number per indented line, about twice the size.
+    _payload = traitlets.Unicode("{}").tag(sync=True)
 
     def __init_subclass__(cls, **kwargs):
         if cls.__dict__.get("VIEW"):
@@ -100,17 +103,25 @@ class Explorer(anywidget.AnyWidget):
         super().__init_subclass__(**kwargs)
 
     def __init__(self, data: dict, **kwargs):
-        size = len(json.dumps(data, allow_nan=False))
-        if size > MAX_PAYLOAD_BYTES:
-            raise ValueError(f"{type(self).__name__} would send {size:,} bytes, more than {MAX_PAYLOAD_BYTES:,}: "
-                             "record fewer steps or coarser histograms")
         super().__init__(data=data, **kwargs)
         self.on_msg(self._on_message)
 
+    @traitlets.validate("data")
+    def _fits(self, proposal):
+        text = json.dumps(proposal["value"], allow_nan=False, separators=(",", ":"))
+        if len(text) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"{type(self).__name__} would send {len(text):,} bytes, more than "
+                             f"{MAX_PAYLOAD_BYTES:,}: record fewer steps or coarser histograms")
+        return proposal["value"]
+
+    @traitlets.observe("data")
+    def _encode(self, change) -> None:
+        self._payload = json.dumps(change["new"], allow_nan=False, separators=(",", ":"))
+
     @property
     def payload_bytes(self) -> int:
-        """The size of what this explorer sends, as JSON."""
-        return len(json.dumps(self.data, allow_nan=False))
+        """The size of what this explorer sends: its data as compact JSON."""
+        return len(self._payload)
 
     def _on_message(self, _widget, content, _buffers) -> None:
         if isinstance(content, dict) and content.get("event") == "train":

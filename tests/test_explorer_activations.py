@@ -128,7 +128,7 @@ def test_lesson_04s_recording_fits_in_half_a_megabyte():
 
     e = ActivationExplorer({"plain": Fake(), "bn": Fake()}, layer="hidden3", step=300)
     assert 400_000 < e.payload_bytes < 520_000 < MAX_PAYLOAD_BYTES
-    assert e.payload_bytes == len(json.dumps(e.data))
+    assert e.payload_bytes == len(json.dumps(e.data, separators=(",", ":")))
 
 
 # ----------------------------------------------------------------------------- bad input

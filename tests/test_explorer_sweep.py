@@ -45,7 +45,7 @@ def test_sweep_explorer_sends_every_run_at_every_setting():
             assert sent["eval_steps"] == h.eval_steps and sent["diverged_at"] is None
             assert sent["last_loss"] == pytest.approx(h.loss[-1], rel=5e-6)
             assert data["finals"][key][i] == [pytest.approx(h.test_accuracy[-1], rel=5e-6)]
-    assert e.payload_bytes == len(json.dumps(data))
+    assert e.payload_bytes == len(json.dumps(data, separators=(",", ":")))
 
 
 def test_sweep_explorer_starts_at_a_given_value_and_sends_a_divergence():

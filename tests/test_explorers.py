@@ -55,7 +55,13 @@ def test_an_explorer_refuses_to_send_more_than_a_megabyte():
     with pytest.raises(ValueError, match="would send .* bytes, more than 1,000,000"):
         Tiny({"values": [0.123456789] * (MAX_PAYLOAD_BYTES // 10)})
     tiny = Tiny({"values": [1.0, 2.0]})
-    assert tiny.payload_bytes == len(json.dumps({"values": [1.0, 2.0]}))
+    # sent as one compact JSON text, which the notebook saves as one string
+    assert tiny._payload == '{"values":[1.0,2.0]}' and tiny.payload_bytes == 20
+    tiny.data = {"values": [3.0]}
+    assert tiny._payload == '{"values":[3.0]}'
+    with pytest.raises(ValueError, match="would send"):
+        tiny.data = {"values": [0.123456789] * (MAX_PAYLOAD_BYTES // 10)}
+    assert tiny._payload == '{"values":[3.0]}'   # refused, so nothing was sent
     with pytest.raises(ValueError, match="nothing to train"):
         tiny.train_selected()
 

@@ -1,7 +1,7 @@
 // Lesson 04's explorer: recorded runs side by side, one layer's histogram at a step or its history
 // as a heatmap, of the activations or of log10|dL/da|, with a readout of the records at that step.
 // Everything is picked from the records sent once (ActivationExplorer); a play button steps through.
-import { explorerFrame, paddedRange, table, FONT } from "./explorer.js";
+import { FONT, explorerFrame, modelData, onModelData, paddedRange, table } from "./explorer.js";
 import { formatG, pyExp, pyFixed, recordIndex } from "./bn.js";
 
 // ----------------------------------------------------------------------------- per-move computations
@@ -119,7 +119,7 @@ function drawColorbar(ax, [lo, hi], label) {
 }
 
 function render({ model, el }) {
-  let data = model.get("data");
+  let data = modelData(model);
   const decoded = new Map();   // run key|layer -> decodeLayer, made on first view
   const images = new Map();    // run key|layer|quantity -> the heatmap, as an offscreen canvas
   const layerOf = (run, layer) => {
@@ -199,7 +199,7 @@ function render({ model, el }) {
     }, data.play.interval_ms);
   });
   frame.root.firstChild.prepend(play);
-  model.on("change:data", () => { data = model.get("data"); decoded.clear(); images.clear(); frame.redraw(); });
+  onModelData(model, (fresh) => { data = fresh; decoded.clear(); images.clear(); frame.redraw(); });
   return () => clearInterval(timer);
 }
 

@@ -12,6 +12,17 @@ import { formatG } from "./bn.js";
 export const FONT = "12px DejaVu Sans, Arial, sans-serif";
 export const TITLE_FONT = "bold 12px DejaVu Sans, Arial, sans-serif";
 
+// ----------------------------------------------------------------------------- the model
+// The explorer's data: sent once as one JSON text (bnlab.widgets.Explorer._payload), parsed here.
+export function modelData(model) {
+  return JSON.parse(model.get("_payload"));
+}
+
+// Calls back with the new data when Python sends another (a training run added).
+export function onModelData(model, callback) {
+  model.on("change:_payload", () => callback(modelData(model)));
+}
+
 // ----------------------------------------------------------------------------- the frame
 // Builds the root, a row of controls, the canvas and a readout; calls draw(values) now and on every
 // control move. Returns {root, controls, canvas, readout, redraw, set}.

@@ -1,6 +1,6 @@
 // Lesson 01's playground: x = mean + scale * z over a batch of a fixed sample z, through BN, in
 // the browser on every move.
-import { explorerFrame, paddedRange, table } from "./explorer.js";
+import { explorerFrame, modelData, paddedRange, table } from "./explorer.js";
 import { batchnormForward, extent, formatG, histogram, histogramEdges, mean, std } from "./bn.js";
 
 // x, y and BN's statistics for the settings: the same numbers as ForwardPlayground.compute
@@ -24,7 +24,7 @@ function drawHistogram(ax, values, color, name, title) {
 }
 
 function render({ model, el }) {
-  const data = model.get("data");
+  const data = modelData(model);
   const v0 = data.initial;
   const w = "220px";
   const specs = [

@@ -2,7 +2,7 @@
 // statistics) and with its statistics held fixed (eval mode), and BN's dx split into the three terms
 // of the compact formula. Per move, in the browser: BN's forward on the recorded batch x[:m], the
 // upstream pattern dy, and the terms, the same numbers as GradientCoupling.compute and .terms.
-import { explorerFrame, FONT, paddedRange } from "./explorer.js";
+import { FONT, explorerFrame, modelData, paddedRange } from "./explorer.js";
 import { batchnormBackwardTerms, batchnormForward, formatG } from "./bn.js";
 
 function sum(values) {
@@ -130,7 +130,7 @@ function quietCorner(ax, rects, labels) {
 }
 
 function render({ model, el }) {
-  const data = model.get("data");
+  const data = modelData(model);
   const v0 = data.initial;
   const [bMin, bMax, bStep] = data.limits.batch_size;
   const [gMin, gMax, gStep] = data.limits.gamma;

@@ -2,7 +2,7 @@
 // activation and init (the whole table is sent once), and test accuracy during training at the
 // chosen learning rate where that configuration was trained; the train button asks the kernel for
 // it (GradientFlowExplorer.train_selected), which sends the data again with the new runs.
-import { explorerFrame, kernelButton, niceTicks, paddedRange, FONT } from "./explorer.js";
+import { FONT, explorerFrame, kernelButton, modelData, niceTicks, onModelData, paddedRange } from "./explorer.js";
 import { formatG, pyFixed } from "./bn.js";
 
 const FLOW_VARIANTS = ["plain", "bn"];
@@ -161,7 +161,7 @@ function drawCurves(ax, data, v, selection) {
 }
 
 function render({ model, el }) {
-  let data = model.get("data");
+  let data = modelData(model);
   const v0 = data.initial, menus = data.menus;
   const specs = [
     { name: "depth", label: "depth", kind: "options", options: menus.depth, value: v0.depth, main: true,
@@ -181,7 +181,7 @@ function render({ model, el }) {
   }, { width: 900, height: 340 });
   const train = kernelButton(model, "train this configuration", () => frame.values());
   frame.root.insertBefore(train.element, frame.canvas);
-  model.on("change:data", () => { data = model.get("data"); frame.redraw(); });
+  onModelData(model, (fresh) => { data = fresh; frame.redraw(); });
 }
 
 export default { render };

@@ -2,7 +2,7 @@
 // columns image, true mask and each variant's prediction at the chosen step. The masks come as one
 // string of class ids per mask (a digit a pixel) and are painted here pixel by pixel (ImageData),
 // in bnlab.plots.plot_masks' class colours.
-import { explorerFrame, table } from "./explorer.js";
+import { explorerFrame, modelData, table } from "./explorer.js";
 import { recordIndex } from "./bn.js";
 
 // "0112..." -> class ids, row by row
@@ -68,7 +68,7 @@ export function maskReadout(data, view) {
 const CELL = 132, GAP = 10, PAD = 12, HEAD = 46;
 
 function render({ model, el }) {
-  const data = model.get("data");
+  const data = modelData(model);
   const w = data.width, h = data.height;
   const columns = 2 + data.variants.length;
   // one small canvas per image or mask, made when first shown; drawImage scales it without smoothing

@@ -1,7 +1,7 @@
 // Lesson 03's momentum explorer: the running mean BN keeps of a drifting feature, for a chosen
 // momentum. Per move, in the browser: the running average of the recorded batch means and how far it
 // trails the true mean, the numbers MomentumExplorer.compute and bnlab.experiments.ramp_lag give.
-import { explorerFrame, paddedRange } from "./explorer.js";
+import { explorerFrame, modelData, paddedRange } from "./explorer.js";
 import { formatG, rampLag, runningAverage } from "./bn.js";
 
 // The running mean of one kind of drift and its lag: the mean of true - running over the last
@@ -30,7 +30,7 @@ export function momentumReadout(r, momentum) {
 }
 
 function render({ model, el }) {
-  const data = model.get("data");
+  const data = modelData(model);
   const v0 = data.initial;
   const [lo, hi] = data.momentum_range;
   const specs = [

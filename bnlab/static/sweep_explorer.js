@@ -2,7 +2,7 @@
 // variant's test accuracy or training loss during training at the chosen setting; right, every
 // variant's final accuracy against the setting, the choice marked. Picking the setting's runs and
 // scaling the axes happen here on every move; nothing is retrained.
-import { FONT, explorerFrame, paddedRange, table } from "./explorer.js";
+import { FONT, explorerFrame, modelData, paddedRange, table } from "./explorer.js";
 import { formatG, mean } from "./bn.js";
 
 // What the panels draw at setting index i: per variant its run (curves, divergence, readout numbers)
@@ -206,7 +206,7 @@ export function sweepReadout(data, picked, i) {
 }
 
 function render({ model, el }) {
-  const data = model.get("data");
+  const data = modelData(model);
   const specs = [
     { name: "value", label: data.setting, kind: "options", options: data.values.map((_, i) => i),
       value: data.initial.index, main: true, width: "260px", format: (i) => data.value_labels[i] },

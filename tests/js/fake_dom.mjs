@@ -80,7 +80,7 @@ export function control(el, name) {
 // Renders a view with its explorer's data; returns the root, its canvas and readout.
 export function renderView(view, data) {
   const el = fakeDom();
-  view.render({ model: fakeModel({ data }), el });
+  view.render({ model: fakeModel({ _payload: JSON.stringify(data) }), el });
   const root = el.children[0];
   return { el, root, canvas: find(root, (n) => n.tagName === "CANVAS"),
            readout: find(root, (n) => n.className === "bnlab-readout") };
