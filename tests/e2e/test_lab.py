@@ -130,12 +130,37 @@ def test_explorers_redraw_in_the_browser_with_and_without_a_kernel(page, lab, ar
     assert not unrendered, f"{lesson}: widgets shown as text, not rendered:\n" + "\n".join(unrendered)
     page.screenshot(path=artifacts / f"{Path(lesson).stem}_full.png")
     move_every_explorer(page, lesson, "kernel", artifacts)
+    trains_in_the_kernel(page, lesson, artifacts)
 
     lab.shutdown_kernels()
     wait_for_no_kernel(page)
     move_every_explorer(page, lesson, "no kernel", artifacts)
 
     says_training_needs_a_kernel(page)
+
+
+# Moves the main slider to its first position (the cheapest configuration) and presses train.
+PRESS_TRAIN = """(root) => {
+    const input = root.querySelector('input[type=range][data-main]');
+    input.value = input.min;
+    input.dispatchEvent(new Event('input', {bubbles: true}));
+    const before = [...root.querySelectorAll('canvas')].map(c => c.toDataURL()).join();
+    root.querySelector('button.bnlab-train').click();
+    return before;
+}"""
+
+
+def trains_in_the_kernel(page, lesson: str, artifacts: Path) -> None:
+    """A train button, with a kernel, trains in Python and the view redraws with the new run."""
+    roots = page.locator(f"{EXPLORER}:has(button.bnlab-train)")
+    for i in range(roots.count()):
+        root = roots.nth(i)
+        before = root.evaluate(PRESS_TRAIN)
+        page.wait_for_function("""([root, before]) => [...root.querySelectorAll('canvas')].map(c => c.toDataURL())
+            .join() !== before && !root.querySelector('.bnlab-status').textContent""",
+                               arg=[root.element_handle(), before], timeout=240_000, polling=500)
+        root.screenshot(path=artifacts / f"{Path(lesson).stem}_{i}_trained.png")
+        assert "not been trained" not in root.locator(".bnlab-readout").inner_text()
 
 
 def says_training_needs_a_kernel(page) -> None:
