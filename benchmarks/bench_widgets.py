@@ -62,7 +62,20 @@ def saved_explorers(notebook: Path) -> list[dict]:
     shown = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
              for cell in nb["cells"] for o in cell.get("outputs", [])
              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    return [models[m]["state"] for m in shown if m in models and models[m]["model_name"] == "AnyModel"]
+    found = []
+
+    def visit(model_id):   # an explorer may be shown inside a box (with its progress bar)
+        model = models.get(model_id)
+        if model is None:
+            return
+        if model["model_name"] == "AnyModel":
+            found.append(model["state"])
+        for child in model["state"].get("children", []):
+            visit(child.removeprefix("IPY_MODEL_"))
+
+    for model_id in shown:
+        visit(model_id)
+    return found
 
 
 def p95(values):
