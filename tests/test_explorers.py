@@ -1,7 +1,6 @@
 """What the browser explorers send, and how they are bundled: the framework of bnlab.widgets and
 lesson 01's playground. (Each explorer's per-move JavaScript is tested in tests/js/ by node.)"""
 
-import json
 
 import numpy as np
 import pytest
