@@ -20,8 +20,8 @@ __all__ = ["Variant", "Norm", "VARIANTS", "NORM_REGISTRY", "CHANNELS_PER_GROUP",
 
 # Wu & He use 32 groups of ResNet's 64+ channels; the lessons' nets have 16-64, so 4 channels a group
 CHANNELS_PER_GROUP = 4
-# ghost BN's examples per virtual batch in the models: Hoffer et al. use 128 of batches of 4096; the
-# lessons train with batches of 64-256, where 16 gives 4-16 ghost batches of small-batch noise
+# ghost BN's examples per virtual batch in the models: Hoffer et al. use ghost batches of 128 in
+# large batches; the lessons train with batches of 64-256, where 16 gives 4-16 ghost batches
 VIRTUAL_BATCH_SIZE = 16
 
 
@@ -58,7 +58,7 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
     Variant("rbn", "#e377c2", "range BN"),                   # pink
     Variant("frozen", "#bcbd22", "BN, frozen statistics"),   # olive: fine-tuning with frozen statistics
     Variant("gbn", "#000080", "ghost BN"),                   # navy: BN on virtual batches (lessons 09-10)
-    Variant("noisy", "#b8860b", "noisy BN"),                 # dark gold: BN plus a random shift per step (09)
+    Variant("noisy", "#b8860b", "noisy BN"),                 # dark gold: BN, then a random scale and shift (09)
 )}
 
 
