@@ -330,8 +330,8 @@ class GhostBatchNorm(_RunningStatsNorm):
 
     Running statistics: one update per chunk, in order, as BN applied to each chunk would make, and
     num_batches_tracked counts chunks (so momentum=None averages over chunks). A training batch of N
-    examples with momentum 0.1 thus moves the running averages about ceil(N / k) times as far as
-    BN's single update would, each update from a noisier estimate.
+    examples thus moves the running averages as c = ceil(N / k) BN steps would: the old averages
+    keep the weight (1 - momentum)^c, not BN's 1 - momentum, and each update is a noisier estimate.
 
     Eval normalizes with the running statistics, exactly BN's eval (chunks make no difference there).
     With track_running_stats=False, eval too uses batch statistics, per chunk as in training.
