@@ -3,6 +3,7 @@
     from bnlab import BatchNorm, batch_norm, check      # torch BN from scratch, and claim checks
     from bnlab import batch_norm_plain                  # the same formula in five plain lines
     from bnlab import BatchRenorm2d, RangeBatchNorm2d   # its relatives (Ioffe 2017, Banner et al. 2018)
+    from bnlab import GhostBatchNorm2d, NoisyBatchNorm2d  # lessons 09-10 (Hoffer et al. 2017, Santurkar et al. 2018)
     from bnlab import fold_batchnorm                    # merge BN into the conv before it, for inference
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
 """
@@ -19,6 +20,12 @@ from .layers import (
                      BatchRenorm,
                      BatchRenorm1d,
                      BatchRenorm2d,
+                     GhostBatchNorm,
+                     GhostBatchNorm1d,
+                     GhostBatchNorm2d,
+                     NoisyBatchNorm,
+                     NoisyBatchNorm1d,
+                     NoisyBatchNorm2d,
                      RangeBatchNorm,
                      RangeBatchNorm1d,
                      RangeBatchNorm2d,
@@ -33,6 +40,8 @@ __all__ = [
     "is_batchnorm",
     "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d", "batch_renorm",
     "RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_batch_norm",
+    "GhostBatchNorm", "GhostBatchNorm1d", "GhostBatchNorm2d",
+    "NoisyBatchNorm", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
     "fold_batchnorm", "count_batchnorms",
     "CheckFailed", "check", "check_close", "numerical_gradient", "rel_error",
     "pick_device", "setup",

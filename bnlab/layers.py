@@ -1,5 +1,5 @@
 """`BatchNorm`, a from-scratch ``torch.nn`` module that can stand in for ``torch.nn.BatchNorm1d/2d/3d``,
-and two variants that change how a batch is normalized in training: modules only, as ``torch.nn``;
+and variants that change how a batch is normalized in training: modules only, as ``torch.nn``;
 their functional forms live in `bnlab.functional` (and are re-exported here).
 
 Same constructor arguments, parameters, buffers and state_dict keys as torch's modules, so a
@@ -10,11 +10,16 @@ state_dict loads both ways. One class handles (N, C) to (N, C, D, H, W) inputs; 
 example's training output depends less on the rest of its batch (lesson 08, small batches).
 ``RangeBatchNorm`` (Banner et al. 2018) estimates the scale from the batch's range instead of its
 standard deviation. Both evaluate like BN, y = weight * (x - running_mean) / sqrt(running_var + eps)
-+ bias, and share BN's state_dict keys, so a BN state_dict loads into them. `is_batchnorm` is the
++ bias, and share BN's state_dict keys, so a BN state_dict loads into them. So do the two of lessons
+09-10: ``GhostBatchNorm`` (Hoffer et al. 2017) is BN applied to each virtual batch of a few examples,
+and ``NoisyBatchNorm`` (Santurkar et al. 2018) adds a random per-channel scale and shift after BN at
+every training step. `is_batchnorm` is the
 course's one test for "a BN layer", torch's or ours.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -33,6 +38,8 @@ from .functional import (
 __all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
            "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d",
            "RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d",
+           "GhostBatchNorm", "GhostBatchNorm1d", "GhostBatchNorm2d", "check_virtual_batch_size",
+           "NoisyBatchNorm", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
            "is_batchnorm", "BATCHNORM_TYPES",
            # re-exported from bnlab.functional
            "batch_norm", "batch_renorm", "range_batch_norm",
@@ -304,6 +311,170 @@ class RangeBatchNorm2d(RangeBatchNorm):
     _valid_dims = (4,)
 
 
+class GhostBatchNorm(_RunningStatsNorm):
+    """Ghost batch normalization (Hoffer et al. 2017, "Train longer, generalize better") over dim 1
+    of a 2-D to 5-D input: BN applied to each virtual ("ghost") batch of virtual_batch_size examples.
+
+    Training splits the batch along dim 0 into chunks x[0:k], x[k:2k], ... (k = virtual_batch_size)
+    and normalizes each chunk with its own mu and var, exactly as BN (see BatchNorm) applied to each
+    chunk in turn would:
+        y[chunk] = weight * (x[chunk] - mu_chunk) / sqrt(var_chunk + eps) + bias
+    A large batch then carries the statistical noise of a small one, which Hoffer et al. found to
+    regularize as small batches do, while the step still averages gradients over the whole batch.
+
+    The last chunk holds what is left, N mod k examples when k does not divide N, and is normalized
+    with its own (noisier) statistics: choose N a multiple of k to avoid it. A chunk with a single
+    value per channel (one example and no spatial positions) has no variance; such a batch is
+    refused with a ValueError before anything changes, as torch's BN refuses a batch of one.
+    With k >= N there is one chunk, and the layer is plain BN.
+
+    Running statistics: one update per chunk, in order, as BN applied to each chunk would make, and
+    num_batches_tracked counts chunks (so momentum=None averages over chunks). A training batch of N
+    examples thus moves the running averages as c = ceil(N / k) BN steps would: the old averages
+    keep the weight (1 - momentum)^c, not BN's 1 - momentum, and each update is a noisier estimate.
+
+    Eval normalizes with the running statistics, exactly BN's eval (chunks make no difference there).
+    With track_running_stats=False, eval too uses batch statistics, per chunk as in training.
+    virtual_batch_size is a plain attribute, so a training loop can change it. Parameters and
+    buffers are torch BatchNorm's, so a BN state_dict loads into it and back.
+    """
+
+    _repr_fields = ("bias", "track_running_stats", "virtual_batch_size")
+
+    def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True,
+                 device=None, dtype=None, *, bias: bool = True):
+        check_virtual_batch_size(virtual_batch_size)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias)
+        self.virtual_batch_size = virtual_batch_size
+
+    def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum):
+        return batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats,
+                          momentum, self.eps)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input(input)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        if not use_batch_stats:
+            return super().forward(input)
+        check_virtual_batch_size(self.virtual_batch_size)
+        k = self.virtual_batch_size
+        chunks = input.split(k)
+        # checked for every chunk before the first one updates the running statistics
+        if any(len(chunk) * math.prod(input.shape[2:]) < 2 for chunk in chunks):
+            advice = ("use virtual_batch_size >= 2" if k == 1 and len(input) > 1 else
+                      "use a batch size that is not 1 more than a multiple of virtual_batch_size")
+            raise ValueError(f"{type(self).__name__}: a batch of {len(input)} examples in virtual batches of {k} "
+                             "has a chunk of one example without spatial positions, a single value per channel, "
+                             "which has no variance (torch's BN: 'Expected more than 1 value per channel when "
+                             f"training'); {advice}")
+        # each chunk through BN's forward: its own statistics, momentum and count update
+        return torch.cat([super(GhostBatchNorm, self).forward(chunk) for chunk in chunks])
+
+
+class GhostBatchNorm1d(GhostBatchNorm):
+    """GhostBatchNorm for (N, C) or (N, C, L) input."""
+    _valid_dims = (2, 3)
+
+
+class GhostBatchNorm2d(GhostBatchNorm):
+    """GhostBatchNorm for (N, C, H, W) input."""
+    _valid_dims = (4,)
+
+
+def check_virtual_batch_size(virtual_batch_size) -> None:
+    """Raise ValueError unless virtual_batch_size is an int >= 1."""
+    if isinstance(virtual_batch_size, bool) or not isinstance(virtual_batch_size, int) or virtual_batch_size < 1:
+        raise ValueError(f"virtual_batch_size must be an int >= 1 (examples per ghost batch), "
+                         f"got {virtual_batch_size!r}")
+
+
+class NoisyBatchNorm(_RunningStatsNorm):
+    """BN followed by noise that shifts every channel's distribution at every training step: the
+    "noisy BN" of Santurkar et al. 2018 ("How does batch normalization help optimization?"), who
+    trained such nets about as well as with plain BN although their layer inputs were far less
+    stable than without BN, evidence against BN working by reducing internal covariate shift.
+
+    Training, at every forward call, draws per channel c, independently and uniformly,
+        s_c ~ U(1 - scale_noise, 1 + scale_noise),   m_c ~ U(-shift_noise, shift_noise)
+    (defaults U(0.5, 1.5) and U(-3, 3)) and returns
+        y = BN(x) * s_c + m_c
+    with BN(x) the whole BN layer (weight and bias included): each channel's mean moves by m_c and
+    its standard deviation is multiplied by s_c, anew at every step. s and m are constants for
+    autograd: gradients flow through BN(x) * s_c. The running statistics are BN's (those of x, not
+    of the noisy output), so eval is plain BN's eval, without noise.
+
+    This is the uniform version only: the paper's appendix describes its noise with a time-varying
+    mean and variance (constants n_mu = 0.5, n_sigma = 1.25, r = 0.1) and i.i.d. noise per
+    activation, which is not implemented here; this layer keeps the point, a distribution that
+    changes at every step, in its simplest form.
+
+    Randomness: generator (a torch.Generator) or seed (an int, for a private CPU generator) makes
+    the draws reproducible; with neither, torch's global generator on the input's device, as
+    dropout. A generator is state, not a parameter: it is not in the state_dict. The last draws
+    are kept, as last_scale and last_shift ((C,) tensors; None before the first training step).
+    """
+
+    _repr_fields = ("bias", "track_running_stats", "scale_noise", "shift_noise")
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
+                 *, bias: bool = True, scale_noise: float = 0.5, shift_noise: float = 3.0,
+                 generator: torch.Generator | None = None, seed: int | None = None):
+        if isinstance(scale_noise, bool) or not isinstance(scale_noise, (int, float)) or not 0 <= scale_noise <= 1:
+            raise ValueError(f"scale_noise must be a number in [0, 1] (s ~ U(1 - a, 1 + a) must not flip a "
+                             f"channel's sign), got {scale_noise!r}")
+        if (isinstance(shift_noise, bool) or not isinstance(shift_noise, (int, float))
+                or not 0 <= shift_noise < float("inf")):
+            raise ValueError(f"shift_noise must be a finite number >= 0, got {shift_noise!r}")
+        if generator is not None and seed is not None:
+            raise ValueError("give generator or seed, not both")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias)
+        self.scale_noise = float(scale_noise)
+        self.shift_noise = float(shift_noise)
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
+        self.last_scale: torch.Tensor | None = None
+        self.last_shift: torch.Tensor | None = None
+
+    def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum):
+        return batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats,
+                          momentum, self.eps)
+
+    def _draw(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s, m), each (C,), in the input's dtype and on its device; s first, then m."""
+        # draw where the generator lives (a CPU generator serves a GPU input), in float32 or float64
+        device = self.generator.device if self.generator is not None else input.device
+        dtype = input.dtype if input.dtype == torch.float64 else torch.float32
+        u = torch.rand(2, self.num_features, generator=self.generator, device=device, dtype=dtype)
+        scale = 1 + self.scale_noise * (2 * u[0] - 1)
+        shift = self.shift_noise * (2 * u[1] - 1)
+        return scale.to(input), shift.to(input)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        out = super().forward(input)
+        if not self.training:
+            return out
+        # drawn after BN has accepted the input: a refused input consumes no random numbers
+        scale, shift = self._draw(input)
+        self.last_scale, self.last_shift = scale, shift
+        shape = (1, self.num_features) + (1,) * (input.dim() - 2)
+        return out * scale.view(shape) + shift.view(shape)
+
+
+class NoisyBatchNorm1d(NoisyBatchNorm):
+    """NoisyBatchNorm for (N, C) or (N, C, L) input."""
+    _valid_dims = (2, 3)
+
+
+class NoisyBatchNorm2d(NoisyBatchNorm):
+    """NoisyBatchNorm for (N, C, H, W) input."""
+    _valid_dims = (4,)
+
+
 # Layers whose eval mode is y = weight * (x - running_mean) / sqrt(running_var + eps) + bias:
 # torch's BatchNorm1d/2d/3d and SyncBatchNorm, and every module built on _RunningStatsNorm
 BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm, _RunningStatsNorm)
@@ -311,8 +482,9 @@ BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm, _RunningStatsNorm)
 
 def is_batchnorm(module: nn.Module) -> bool:
     """True for a batch-normalization layer: torch's BatchNorm1d/2d/3d and SyncBatchNorm (any
-    subclass of torch's _BatchNorm) and bnlab's BatchNorm*, BatchRenorm*, RangeBatchNorm* (any
-    subclass of their shared base), with or without running statistics. False for everything else,
-    InstanceNorm, GroupNorm and LayerNorm included: they normalize each example on its own.
+    subclass of torch's _BatchNorm) and bnlab's BatchNorm*, BatchRenorm*, RangeBatchNorm*,
+    GhostBatchNorm*, NoisyBatchNorm* (any subclass of their shared base), with or without running
+    statistics. False for everything else, InstanceNorm, GroupNorm and LayerNorm included: they
+    normalize each example on its own.
     """
     return isinstance(module, BATCHNORM_TYPES)

@@ -3,10 +3,12 @@
 Every model takes ``norm``, one of `NORMS`: ``'bn'`` puts bnlab's from-scratch BatchNorm between
 each linear map (or convolution) and its nonlinearity, as Ioffe & Szegedy do; ``'torch_bn'`` uses
 torch's; ``'gn'``, ``'ln'``, ``'in'`` the batch-independent relatives (Wu & He 2018); ``'brn'`` Batch
-Renormalization (Ioffe 2017) and ``'rbn'`` Range BN (Banner et al. 2018), both from bnlab; ``None``
-no normalization at all. A linear map or convolution followed by a norm layer has no bias: the
-BN variants and InstanceNorm subtract each channel's mean, which removes a per-channel bias exactly,
-and beta takes its place (lesson 06); GroupNorm and LayerNorm nets follow the same convention.
+Renormalization (Ioffe 2017) and ``'rbn'`` Range BN (Banner et al. 2018), ``'gbn'`` Ghost BN
+(Hoffer et al. 2017, virtual batches of `bnlab.variants.VIRTUAL_BATCH_SIZE` = 16 examples) and
+``'noisy'`` noisy BN (Santurkar et al. 2018), all from bnlab; ``None`` no normalization at all.
+A linear map or convolution followed by a norm layer has no bias: the BN variants and InstanceNorm
+subtract each channel's mean, which removes a per-channel bias exactly, and beta takes its place
+(lesson 06); GroupNorm and LayerNorm nets follow the same convention.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import math
 import torch
 from torch import nn
 
-from .variants import CHANNELS_PER_GROUP, NORM_REGISTRY, build_norm
+from .variants import CHANNELS_PER_GROUP, NORM_REGISTRY, VIRTUAL_BATCH_SIZE, build_norm
 
-__all__ = ["NORMS", "NORM_LABELS", "ACTIVATIONS", "INITS", "CHANNELS_PER_GROUP", "norm_layer", "mlp",
-           "initialize", "conv_net", "encoder_decoder"]
+__all__ = ["NORMS", "NORM_LABELS", "ACTIVATIONS", "INITS", "CHANNELS_PER_GROUP", "VIRTUAL_BATCH_SIZE", "norm_layer",
+           "mlp", "initialize", "conv_net", "encoder_decoder"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 # the norm names and their long names, from the one registry of variants (bnlab.variants)
@@ -39,7 +41,8 @@ def norm_layer(norm: str | None, num_features: int, spatial: bool) -> nn.Module 
     """The layer that normalizes num_features channels (spatial=True: (N, C, H, W) input) or
     features (spatial=False: (N, C) input). Which values share one mean and variance:
 
-        bn, torch_bn, brn, rbn: each channel over the batch (and all positions): N*H*W values
+        bn, torch_bn, brn, rbn, noisy: each channel over the batch (and all positions): N*H*W values
+        gbn: each channel over a virtual batch of VIRTUAL_BATCH_SIZE = 16 examples: 16*H*W values
         gn: each group of CHANNELS_PER_GROUP channels of one example: 4*H*W values
         ln: all channels of one example: C*H*W values
         in: each channel of one example: H*W values (images only: a feature vector has H*W = 1)

@@ -5,6 +5,7 @@ many independent values a BN statistic is really worth.
 saturated and dead fractions) of G rows at once, with NumPy for CPU tensors and torch for GPU
 ones; `bnlab.probes.Probe` hands them its captured tensors. `median_drift` summarizes a recording
 and `effective_sample_size` measures n_eff of BN's batch statistics on a pool of activations.
+`dropout_variance_shift` is the closed form behind lesson 10's dropout-before-BN warning.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 __all__ = ["NumpyOps", "TorchOps", "NUMPY_OPS", "TORCH_OPS", "median_drift", "grad_data_ratio", "norms",
            "float32_thresholds", "subsample", "activation_statistics", "gradient_statistics", "effective_sample_size",
-           "EffectiveSampleSize", "SATURATION", "DEFAULT_PERCENTILES"]
+           "EffectiveSampleSize", "SATURATION", "DEFAULT_PERCENTILES", "dropout_variance_shift",
+           "DropoutVarianceShift"]
 
 DEFAULT_PERCENTILES = (15.0, 50.0, 85.0)
 # A unit is saturated where its derivative is below this fraction of the derivative's maximum:
@@ -345,3 +348,60 @@ def effective_sample_size(values: torch.Tensor, batch_size: int, num_batches: in
     scale = pool_var if statistic == "mean" else fourth_moment - pool_var.pow(2)
     return EffectiveSampleSize(n_eff=scale / spread, nominal=batch_size * positions, batch_size=batch_size,
                                positions=positions, statistic=statistic, num_batches=num_batches)
+
+
+# ----------------------------------------------------------------------------- dropout before BN
+class DropoutVarianceShift(NamedTuple):
+    """The variance of a unit after dropout, in training and in eval (see dropout_variance_shift)."""
+
+    train: float | torch.Tensor
+    test: float | torch.Tensor
+
+    @property
+    def ratio(self):
+        """Var_test / Var_train (Li et al.'s shift ratio, <= 1): how much smaller the variance that a
+        BN after the dropout sees in eval is than the one its running_var learned in training."""
+        return self.test / self.train
+
+
+def _check_moment(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise ValueError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    if isinstance(value, torch.Tensor) and not value.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if not bool(torch.isfinite(torch.as_tensor(value)).all()):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+def dropout_variance_shift(mean, var, keep: float) -> DropoutVarianceShift:
+    """Variance of one unit after inverted dropout, in training and in eval (Li et al. 2019,
+    "Understanding the disharmony between dropout and batch normalization by variance shift").
+
+    A unit X with mean c = E[X] and variance v = Var(X) goes through dropout with keep probability
+    p (torch's nn.Dropout(1 - p)): in training Y = X * M / p with M ~ Bernoulli(p) independent of X;
+    in eval Y = X. In training
+        E[Y]   = E[X] E[M] / p = c                                      (the mean is kept)
+        E[Y^2] = E[X^2] E[M^2] / p^2 = (c^2 + v) p / p^2 = (c^2 + v) / p   (M^2 = M)
+        Var_train = E[Y^2] - E[Y]^2 = (c^2 + v) / p - c^2
+    and in eval Var_test = v. So Var_train - Var_test = (c^2 + v)(1 - p) / p >= 0: dropout keeps
+    the mean but inflates the variance, more for a unit far from zero. A BN layer right after the
+    dropout learns running_var ~ Var_train, then in eval sees Var_test: it scales the unit by
+    sqrt(Var_test / Var_train) < 1 too little, a shift that the following layers were not trained
+    on (the "disharmony"). Both equal v for p = 1 (no dropout).
+
+    mean, var: numbers or floating tensors of one shape (per unit; a number stands for every unit);
+    var >= 0; keep in (0, 1].
+    Returns DropoutVarianceShift(train, test), with .ratio = test / train.
+    """
+    _check_moment("mean", mean)
+    _check_moment("var", var)
+    if (isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor) and mean.shape != var.shape):
+        raise ValueError(f"mean and var must have one shape (one value per unit), got {tuple(mean.shape)} "
+                         f"and {tuple(var.shape)}")
+    if bool((torch.as_tensor(var) < 0).any()):
+        raise ValueError(f"var must be >= 0, got {var}")
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+        raise ValueError(f"keep must be a probability in (0, 1] (torch's Dropout(p) keeps 1 - p), got {keep!r}")
+    second_moment = mean * mean + var
+    return DropoutVarianceShift(train=second_moment / keep - mean * mean,
+                                test=var if isinstance(var, torch.Tensor) else float(var))

@@ -15,11 +15,14 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = ["Variant", "Norm", "VARIANTS", "NORM_REGISTRY", "CHANNELS_PER_GROUP", "variant_key",
+__all__ = ["Variant", "Norm", "VARIANTS", "NORM_REGISTRY", "CHANNELS_PER_GROUP", "VIRTUAL_BATCH_SIZE", "variant_key",
            "color", "label", "build_norm", "split_label"]
 
 # Wu & He use 32 groups of ResNet's 64+ channels; the lessons' nets have 16-64, so 4 channels a group
 CHANNELS_PER_GROUP = 4
+# ghost BN's examples per virtual batch in the models: Hoffer et al. use ghost batches of 128 in
+# large batches; the lessons train with batches of 64-256, where 16 gives 4-16 ghost batches
+VIRTUAL_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -54,19 +57,22 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
     Variant("brn", "#17becf", "batch renorm"),               # cyan
     Variant("rbn", "#e377c2", "range BN"),                   # pink
     Variant("frozen", "#bcbd22", "BN, frozen statistics"),   # olive: fine-tuning with frozen statistics
+    Variant("gbn", "#000080", "ghost BN"),                   # navy: BN on virtual batches (lessons 09-10)
+    Variant("noisy", "#b8860b", "noisy BN"),                 # dark gold: BN, then a random scale and shift (09)
 )}
 
 
 # ----------------------------------------------------------------------------- the layers
-def _batch_norm(one_d: str, two_d: str, module: str = "layers"):
-    """A factory for a BN-like layer: the 1d class for (N, C), the 2d class for (N, C, H, W)."""
+def _batch_norm(one_d: str, two_d: str, module: str = "layers", **kwargs):
+    """A factory for a BN-like layer: the 1d class for (N, C), the 2d class for (N, C, H, W), built
+    with (num_features, **kwargs)."""
 
     def build(num_features: int, spatial: bool) -> nn.Module:
         if module == "torch":
             source = nn
         else:
             from . import layers as source  # imported on use: plots reads colours without the layers
-        return getattr(source, two_d if spatial else one_d)(num_features)
+        return getattr(source, two_d if spatial else one_d)(num_features, **kwargs)
 
     return build
 
@@ -99,6 +105,10 @@ NORM_REGISTRY: dict[str | None, Norm] = {n.name: n for n in (
     Norm("in", "in", "InstanceNorm", _instance_norm),
     Norm("brn", "brn", "Batch Renorm", _batch_norm("BatchRenorm1d", "BatchRenorm2d")),
     Norm("rbn", "rbn", "Range BN", _batch_norm("RangeBatchNorm1d", "RangeBatchNorm2d")),
+    Norm("gbn", "gbn", "Ghost BN", _batch_norm("GhostBatchNorm1d", "GhostBatchNorm2d",
+                                               virtual_batch_size=VIRTUAL_BATCH_SIZE)),
+    # the global generator: torch.manual_seed makes a noisy run reproducible, as with dropout
+    Norm("noisy", "noisy", "Noisy BN", _batch_norm("NoisyBatchNorm1d", "NoisyBatchNorm2d")),
 )}
 
 
