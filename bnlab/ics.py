@@ -81,6 +81,8 @@ def internal_covariate_shift(model: nn.Module, loss_fn: Callable, batch, lr: flo
             grad_norm.append(size)
             relative.append(change / size if size > 0 else np.nan)
             dot = float((before.double() * after.double()).sum())
-            cosine.append(dot / (size * size_after) if size > 0 and size_after > 0 else np.nan)
+            # clipped: |cos| can round to just above 1 (G' = G gives 1 + 2e-16)
+            cosine.append(float(np.clip(dot / (size * size_after), -1.0, 1.0)) if size > 0 and size_after > 0
+                          else np.nan)
     return CovariateShift(layers=[name for name, _ in layers], ics=np.array(ics), relative=np.array(relative),
                           cosine=np.array(cosine), grad_norm=np.array(grad_norm))
