@@ -136,7 +136,7 @@ def test_top_eigenvalue_is_the_exact_hessians(norm):
     model = small_mlp(norm, hidden=(4, 4)).train()
     x, y = batch()
     exact = torch.linalg.eigvalsh(exact_hessian(model, nn.functional.cross_entropy, x, y))
-    result = top_hessian_eigenvalue(model, nn.CrossEntropyLoss(), (x, y), iters=2000, tol=1e-13)
+    result = top_hessian_eigenvalue(model, nn.CrossEntropyLoss(), (x, y), iters=2000, tol=1e-10)
     assert result.converged and result.iterations == len(result.history) <= 2000
     assert result.eigenvalue == pytest.approx(exact.max().item(), rel=1e-8)
     assert exact.min() < 0         # away from a minimum: the top eigenvalue is not the only one that matters
@@ -153,14 +153,14 @@ def test_a_dominant_negative_eigenvalue_is_not_mistaken_for_the_top_one():
 
     a = torch.diag(torch.tensor([-5.0, 2.0, 0.5], dtype=torch.float64))
     result = top_hessian_eigenvalue(Point(), lambda w, _: 0.5 * w @ a @ w, (torch.zeros(1), torch.zeros(1)),
-                                    iters=1000, tol=1e-12)
+                                    iters=1000, tol=1e-10)
     assert result.converged and result.eigenvalue == pytest.approx(2.0, rel=1e-9)
     assert result.history[0] != pytest.approx(2.0)
 
 
 def test_top_eigenvalue_of_least_squares_is_that_of_2_xtx_over_n():
     model, data, hessian = least_squares()
-    result = top_hessian_eigenvalue(model, nn.MSELoss(), data, iters=500, tol=1e-12, seed=3)
+    result = top_hessian_eigenvalue(model, nn.MSELoss(), data, iters=500, tol=1e-10, seed=3)
     assert result.eigenvalue == pytest.approx(torch.linalg.eigvalsh(hessian).max().item(), rel=1e-9)
 
 
@@ -170,7 +170,7 @@ def test_top_eigenvalue_through_bnlabs_batchnorm_is_torchs():
     x, y = batch()
     ours, theirs = small_mlp("bn"), small_mlp("torch_bn")
     theirs.load_state_dict(ours.state_dict())
-    kwargs = dict(iters=2000, tol=1e-13)
+    kwargs = dict(iters=2000, tol=1e-10)
     expected = top_hessian_eigenvalue(theirs, nn.CrossEntropyLoss(), (x, y), **kwargs).eigenvalue
     assert top_hessian_eigenvalue(ours, nn.CrossEntropyLoss(), (x, y), **kwargs).eigenvalue == pytest.approx(
         expected, rel=1e-8)
