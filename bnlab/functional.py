@@ -5,7 +5,9 @@ whose forward is a corrected two-pass mean and variance (centre, then subtract t
 so float32 stays accurate far from zero) in few passes over memory and three fresh full-size
 tensors (on a small VM fresh tensors' page faults cost as much as the arithmetic), and whose
 backward is lesson 02's closed form; small training inputs take a path with fewer ops, since
-there each op's fixed cost dominates. ``batch_norm_compiled`` is the same math through
+there each op's fixed cost dominates. It is twice differentiable: with create_graph=True (Hessian-
+vector products, lesson 09) the backward runs in plain ops that autograd differentiates again,
+without it the fast kernels run. ``batch_norm_compiled`` is the same math through
 torch.compile, fused into one C++ kernel per direction: forward reads x three times (mu~;
 residual mean and sigma2_B; y), backward reads dy and x twice. ``batch_norm_plain`` is lesson
 01's formula in plain ops, differentiated by autograd and tested equal to it; ``batch_renorm``
@@ -190,6 +192,14 @@ class BatchNormFunction(torch.autograd.Function):
     vectorized x * s + t with (C,) s and t; run block by block it was 10-15% slower still.
 
     Training inputs of up to SMALL_INPUT values take _forward_small / _backward_small instead.
+
+    Second derivatives: the kernels above save mu~, sigma and xc, which autograd sees as constants,
+    and write into buffers in place, so their dx has no graph back to x. With create_graph=True
+    autograd runs backward with grad mode on, and backward then takes _backward_differentiable:
+    the same closed form in plain ops (_batch_norm_grads), the statistics recomputed from the saved
+    input, so autograd differentiates dx (dgamma, dbeta) in x, gamma and dy to any order. It is a
+    few times slower than the fast backward, which runs whenever no graph is asked for; each path
+    saves (input, weight) for it, references to tensors that exist anyway.
     """
 
     @staticmethod
@@ -370,6 +380,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         y = weight_c * (x - mu_c) / sqrt(var_c + eps) + bias_c
 
     input: (N, C, *spatial); running_mean, running_var, weight, bias: (C,) or None.
+
+    Twice differentiable in input, weight and bias (torch.autograd.grad(..., create_graph=True),
+    then differentiate the gradients: Hessian-vector products, gradient penalties), in training
+    (through mu_c and var_c too) and eval, as torch's batch_norm; first-order backward keeps the
+    fast kernel. The running statistics are constants: no gradient flows into them.
     """
     check_batch_norm_inputs(input, running_mean, running_var, weight, bias, training, eps)
     return BatchNormFunction.apply(input, weight, bias, running_mean, running_var,
@@ -477,6 +492,12 @@ def batch_norm_compiled(input, running_mean, running_var, weight=None, bias=None
     from then on (correct, but slower than batch_norm). Where torch.compile cannot run (no C++
     compiler, Windows, a torch without it) this warns once (RuntimeWarning) and runs the eager
     batch_norm instead.
+
+    Once differentiable where it is compiled: create_graph=True gives the right first derivatives,
+    but differentiating them raises torch's RuntimeError "torch.compile with aot_autograd does not
+    currently support double backward" (not a wrong answer). For Hessian-vector products use
+    batch_norm, which is twice differentiable; so is this function where it runs eagerly (past the
+    recompile limit, or without a compiler).
     """
     global _compiled_formula
     check_batch_norm_inputs(input, running_mean, running_var, weight, bias, training, eps)
