@@ -5,7 +5,9 @@ whose forward is a corrected two-pass mean and variance (centre, then subtract t
 so float32 stays accurate far from zero) in few passes over memory and three fresh full-size
 tensors (on a small VM fresh tensors' page faults cost as much as the arithmetic), and whose
 backward is lesson 02's closed form; small training inputs take a path with fewer ops, since
-there each op's fixed cost dominates. ``batch_norm_compiled`` is the same math through
+there each op's fixed cost dominates. It is twice differentiable: with create_graph=True (Hessian-
+vector products, lesson 09) the backward runs in plain ops that autograd differentiates again,
+without it the fast kernels run. ``batch_norm_compiled`` is the same math through
 torch.compile, fused into one C++ kernel per direction: forward reads x three times (mu~;
 residual mean and sigma2_B; y), backward reads dy and x twice. ``batch_norm_plain`` is lesson
 01's formula in plain ops, differentiated by autograd and tested equal to it; ``batch_renorm``
@@ -18,7 +20,6 @@ import functools
 import math
 
 import torch
-from torch.autograd.function import once_differentiable
 
 __all__ = ["batch_norm", "batch_norm_compiled", "batch_norm_plain", "batch_renorm", "range_batch_norm",
            "check_batch_norm_inputs", "check_renorm_limits", "reduction_shapes", "update_running_stats_",
@@ -133,6 +134,30 @@ def _add(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
     return part if total is None else total.add_(part)
 
 
+def _batch_norm_grads(x, weight, dy, eps):
+    """(dL/dx, dL/dweight, dL/dbias) of training-mode BN in plain differentiable ops, from x itself:
+
+        x_hat = (x - mu_B) / sigma,  sigma = sqrt(sigma2_B + eps)
+        dx = gamma / (m sigma) * (m dy - sum dy - x_hat * sum dy x_hat),  dgamma = sum dy x_hat,  dbeta = sum dy
+
+    with sums over a channel's m values. mu_B and sigma are recomputed here from x, not taken from
+    the forward pass, so autograd differentiates dx through them too: its derivatives are the
+    second derivatives of BN (Hessian-vector products, gradient penalties), to any order.
+    weight may be None (gamma = 1); (C,) vectors come back for dgamma and dbeta."""
+    dims, shape = reduction_shapes(x)
+    m = x.numel() // x.shape[1]
+    xc = x - x.mean(dims, keepdim=True)
+    # the residual mean, as the forward passes: keeps float32 accurate far from zero
+    xc = xc - xc.mean(dims, keepdim=True)
+    invstd = torch.rsqrt((xc * xc).mean(dims, keepdim=True) + eps)
+    x_hat = xc * invstd
+    sum_dy = dy.sum(dims, keepdim=True)
+    sum_dy_xhat = (dy * x_hat).sum(dims, keepdim=True)
+    scale = invstd if weight is None else invstd * weight.view(shape)
+    dx = (scale / m) * (m * dy - sum_dy - x_hat * sum_dy_xhat)
+    return dx, sum_dy_xhat.view(-1), sum_dy.view(-1)
+
+
 # a block of each of the three tensors a chain touches (x, dy, the output) fits the 32 MiB L3 of the
 # course's 2-core VM; 4 MiB was a little faster than 2 or 8 (fewer ops, each a parallel region)
 BLOCK_BYTES = 4 << 20
@@ -167,17 +192,26 @@ class BatchNormFunction(torch.autograd.Function):
     vectorized x * s + t with (C,) s and t; run block by block it was 10-15% slower still.
 
     Training inputs of up to SMALL_INPUT values take _forward_small / _backward_small instead.
+
+    Second derivatives: the kernels above save mu~, sigma and xc, which autograd sees as constants,
+    and write into buffers in place, so their dx has no graph back to x. With create_graph=True
+    autograd runs backward with grad mode on, and backward then takes _backward_differentiable:
+    the same closed form in plain ops (_batch_norm_grads), the statistics recomputed from the saved
+    input, so autograd differentiates dx (dgamma, dbeta) in x, gamma and dy to any order. Forward
+    plus that backward took 1.6x the fast pair's time at (2, 16, 8, 8) and 3.3x at (64, 64, 32, 32)
+    (1 thread), which is why the fast backward still runs whenever no graph is asked for. Each path
+    saves (input, weight) for it, as torch's BN does (the few-ops path saved neither before).
     """
 
     @staticmethod
     def forward(ctx, input, weight, bias, running_mean, running_var, training, momentum, eps):
         dims, shape = reduction_shapes(input)
         x = _half_to_float(input)
-        ctx.training, ctx.small = training, training and x.numel() <= SMALL_INPUT
+        ctx.training, ctx.small, ctx.eps = training, training and x.numel() <= SMALL_INPUT, eps
         ctx.dtypes = input.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype
         if ctx.small:
-            return BatchNormFunction._forward_small(ctx, x, weight, bias, running_mean, running_var, momentum, eps,
-                                                    dims, shape).to(input.dtype)
+            return BatchNormFunction._forward_small(ctx, input, x, weight, bias, running_mean, running_var,
+                                                    momentum, eps, dims, shape).to(input.dtype)
         if training:
             m = x.numel() // x.shape[1]
             # Corrected two-pass statistics: E[x^2] - E[x]^2 cancels catastrophically when
@@ -206,14 +240,16 @@ class BatchNormFunction(torch.autograd.Function):
             offset = -shift * scale if bias is None else bias - shift * scale
             for b in blocks:
                 out[b].mul_(scale.view(shape)).add_(offset.view(shape))
-            ctx.save_for_backward(x, mean, shift, invstd, weight)
+            # every path saves (input, weight) last, for _backward_differentiable (x is input unless
+            # the input is float16/bfloat16)
+            ctx.save_for_backward(x, mean, shift, invstd, input, weight)
         else:
             invstd = torch.rsqrt(running_var + eps)
             scale = invstd if weight is None else weight * invstd
             offset = -running_mean * scale if bias is None else bias - running_mean * scale
             out = torch.mul(x, scale.view(shape)).add_(offset.view(shape))
             # the input itself (no copy): dL/dgamma needs x - running_mean only in backward
-            ctx.save_for_backward(input, running_mean, None, invstd, weight)
+            ctx.save_for_backward(input, running_mean, None, invstd, input, weight)
         return out.to(input.dtype)
 
     # Small inputs (lesson 08's batches of 2): each torch op costs ~1.5 us whatever its size, so
@@ -221,7 +257,7 @@ class BatchNormFunction(torch.autograd.Function):
     # centred exactly (so no shift terms later), the running statistics updated without
     # update_running_stats_'s no_grad and casts (autograd is off inside Function.forward).
     @staticmethod
-    def _forward_small(ctx, x, weight, bias, running_mean, running_var, momentum, eps, dims, shape):
+    def _forward_small(ctx, input, x, weight, bias, running_mean, running_var, momentum, eps, dims, shape):
         m = x.numel() // x.shape[1]
         # sums, scaled by 1 / m inside the next op (alpha): one op fewer each
         sum_x = x.sum(dims, keepdim=True)
@@ -235,12 +271,12 @@ class BatchNormFunction(torch.autograd.Function):
             running_mean.mul_(1 - momentum).add_(sum_x.add_(sum_xc).view(-1), alpha=momentum / m)
             running_var.mul_(1 - momentum).add_(var.view(-1), alpha=momentum * m / (m - 1))
         scale = invstd if weight is None else invstd * weight.view(shape)
-        ctx.save_for_backward(xc, invstd, scale)
+        ctx.save_for_backward(xc, invstd, scale, input, weight)
         return xc * scale if bias is None else torch.addcmul(bias.view(shape), xc, scale)
 
     @staticmethod
     def _backward_small(ctx, dy):
-        xc, invstd, scale = ctx.saved_tensors
+        xc, invstd, scale, _, _ = ctx.saved_tensors
         dims, _ = reduction_shapes(xc)
         m = xc.numel() // xc.shape[1]
         sum_dy = dy.sum(dims, keepdim=True)
@@ -254,8 +290,30 @@ class BatchNormFunction(torch.autograd.Function):
         return grad_input, sum_dy_xhat.view(-1), sum_dy.view(-1)
 
     @staticmethod
-    @once_differentiable
+    def _backward_differentiable(ctx, grad_out):
+        """backward in ops autograd can differentiate, for create_graph=True (Hessian-vector products):
+        the statistics are recomputed from the saved input, so the graph of dx reaches x, weight
+        and dy (the fast kernels' saved mu, sigma and xc are constants to autograd)."""
+        saved = ctx.saved_tensors
+        input, weight = saved[-2:]
+        x, dy = _half_to_float(input), _half_to_float(grad_out)
+        if ctx.training:
+            grads = _batch_norm_grads(x, weight, dy, ctx.eps)
+        else:
+            # eval: an affine map of x, with the running statistics as constants
+            running_mean, invstd = saved[1], saved[3]
+            dims, shape = reduction_shapes(x)
+            scale = invstd if weight is None else invstd * weight
+            grads = (dy * scale.view(shape), ((x - running_mean.view(shape)) * dy).sum(dims) * invstd,
+                     dy.sum(dims))
+        return tuple(_as(g, dtype) if need else None
+                     for g, need, dtype in zip(grads, ctx.needs_input_grad[:3], ctx.dtypes))
+
+    @staticmethod
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            # create_graph=True: autograd runs backward with grad mode on only then
+            return (*BatchNormFunction._backward_differentiable(ctx, grad_out), None, None, None, None, None)
         dy = _half_to_float(grad_out)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if ctx.small:
@@ -264,7 +322,7 @@ class BatchNormFunction(torch.autograd.Function):
                      in zip((grad_input, grad_weight, grad_bias), (need_x, need_w, need_b), ctx.dtypes)]
             return (*grads, None, None, None, None, None)
         # training: x, mu~ (xc = x - mu~), xc's residual mean; eval: the input, running_mean, None
-        x, centre, shift, invstd, weight = ctx.saved_tensors
+        x, centre, shift, invstd, _, weight = ctx.saved_tensors
         dims, shape = reduction_shapes(x)
         scale = invstd if weight is None else weight * invstd
         grad_input = grad_weight = grad_bias = None
@@ -323,6 +381,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         y = weight_c * (x - mu_c) / sqrt(var_c + eps) + bias_c
 
     input: (N, C, *spatial); running_mean, running_var, weight, bias: (C,) or None.
+
+    Twice differentiable in input, weight and bias (torch.autograd.grad(..., create_graph=True),
+    then differentiate the gradients: Hessian-vector products, gradient penalties), in training
+    (through mu_c and var_c too) and eval, as torch's batch_norm; first-order backward keeps the
+    fast kernel. The running statistics are constants: no gradient flows into them.
     """
     check_batch_norm_inputs(input, running_mean, running_var, weight, bias, training, eps)
     return BatchNormFunction.apply(input, weight, bias, running_mean, running_var,
@@ -351,11 +414,18 @@ class _FusedBatchNormFunction(torch.autograd.Function):
         if bias is not None:
             y = y + bias.view(shape)
         ctx.save_for_backward(x, mean, invstd, weight)
+        ctx.eps = eps
         return y, mean.view(-1), var.view(-1)
 
     @staticmethod
     def backward(ctx, dy, _grad_mean, _grad_var):
         x, mean, invstd, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True, which reaches here only where this runs eagerly (past dynamo's recompile
+            # limit): the saved mean and invstd are constants to autograd, so recompute them from x.
+            # Compiled, aot_autograd raises on the second backward instead (see batch_norm_compiled).
+            grad_input, grad_weight, grad_bias = _batch_norm_grads(x, weight, dy, ctx.eps)
+            return grad_input, None if weight is None else grad_weight, grad_bias, None
         dims, shape = reduction_shapes(x)
         m = x.numel() // x.shape[1]
         x_hat = (x - mean) * invstd
@@ -423,6 +493,12 @@ def batch_norm_compiled(input, running_mean, running_var, weight=None, bias=None
     from then on (correct, but slower than batch_norm). Where torch.compile cannot run (no C++
     compiler, Windows, a torch without it) this warns once (RuntimeWarning) and runs the eager
     batch_norm instead.
+
+    Once differentiable where it is compiled: create_graph=True gives the right first derivatives,
+    but differentiating them raises torch's RuntimeError "torch.compile with aot_autograd does not
+    currently support double backward" (not a wrong answer). For Hessian-vector products use
+    batch_norm, which is twice differentiable; so is this function where it runs eagerly (past the
+    recompile limit, or without a compiler).
     """
     global _compiled_formula
     check_batch_norm_inputs(input, running_mean, running_var, weight, bias, training, eps)
