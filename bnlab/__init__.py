@@ -11,7 +11,8 @@
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
 from .doctor import doctor
 from .folding import count_batchnorms, fold_batchnorm
-from .functional import batch_norm, batch_norm_compiled, batch_norm_plain, batch_renorm, range_batch_norm
+from .functional import (batch_norm, batch_norm_compiled, batch_norm_plain, batch_renorm, example_weighted_batch_norm,
+                         range_batch_norm)
 from .layers import (
                      BatchNorm,
                      BatchNorm1d,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "batch_norm_compiled", "batch_norm_plain",
+    "example_weighted_batch_norm",
     "is_batchnorm",
     "BatchRenorm", "BatchRenorm1d", "BatchRenorm2d", "batch_renorm",
     "RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d", "range_batch_norm",

@@ -22,6 +22,7 @@ import math
 import torch
 
 __all__ = ["batch_norm", "batch_norm_compiled", "batch_norm_plain", "batch_renorm", "range_batch_norm",
+           "example_weighted_batch_norm",
            "check_batch_norm_inputs", "check_renorm_limits", "reduction_shapes", "update_running_stats_",
            "expected_gaussian_range", "range_correction", "RANGE_CORRECTIONS"]
 
@@ -693,3 +694,40 @@ def range_batch_norm(input, running_mean, running_var, weight=None, bias=None, t
     # eps inside the square root, as BN's sqrt(var + eps): s^2 plays the part of var
     x_hat = centred / torch.sqrt(scale_sq + eps).view(shape)
     return _affine(x_hat, weight, bias, shape, input.dtype)
+
+
+def example_weighted_batch_norm(input, running_mean, running_var, weight=None, bias=None, alpha=0.0,
+                                eps=1e-5):
+    """Inference example weighting (Summers & Dinneen 2020, "Four things everyone should know to
+    improve batch normalization", section 3): at inference, normalize each example n with the
+    moments of a mixture of its own distribution (weight alpha) and the population's (weight
+    1 - alpha), instead of the population's alone. For channel c of example n, over its spatial
+    values x_{n,c} (one value for (N, C) input):
+
+        mu_n    = alpha * mean(x_{n,c}) + (1 - alpha) * running_mean_c
+        var_n   = alpha * (var(x_{n,c}) + (mean(x_{n,c}) - mu_n)^2)
+                  + (1 - alpha) * (running_var_c + (running_mean_c - mu_n)^2)
+        y       = weight_c * (x - mu_n) / sqrt(var_n + eps) + bias_c
+
+    var(x_{n,c}) is the biased variance (0 for a single value). alpha = 0 is eval-mode BN; alpha = 1
+    normalizes each example by its own statistics alone (instance normalization for (N, C, H, W)).
+    An example whose brightness differs from the training population's (lesson 08's scans) is then
+    partly corrected, with no batch needed: each example is normalized on its own, at batch 1 too.
+    Nothing is updated; gradients flow by autograd.
+
+    input: (N, C, *spatial); running_mean, running_var: (C,), required; weight, bias: (C,) or None.
+    """
+    check_batch_norm_inputs(input, running_mean, running_var, weight, bias, False, eps)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1] (the weight of the example's own statistics), "
+                         f"got {alpha!r}")
+    _, shape = reduction_shapes(input)
+    x = _compute_precision(input)
+    spatial = tuple(range(2, x.dim()))
+    own_mean = x.mean(spatial, keepdim=True) if spatial else x
+    own_var = x.var(spatial, unbiased=False, keepdim=True) if spatial else torch.zeros_like(x)
+    pop_mean = running_mean.to(x.dtype).view(shape)
+    pop_var = running_var.to(x.dtype).view(shape)
+    mu = alpha * own_mean + (1 - alpha) * pop_mean
+    var = alpha * (own_var + (own_mean - mu) ** 2) + (1 - alpha) * (pop_var + (pop_mean - mu) ** 2)
+    return _affine((x - mu) / torch.sqrt(var + eps), weight, bias, shape, input.dtype)
