@@ -11,26 +11,32 @@
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
 from .doctor import doctor
 from .folding import count_batchnorms, fold_batchnorm
-from .functional import (batch_norm, batch_norm_compiled, batch_norm_plain, batch_renorm, example_weighted_batch_norm,
-                         range_batch_norm)
+from .functional import (
+                         batch_norm,
+                         batch_norm_compiled,
+                         batch_norm_plain,
+                         batch_renorm,
+                         example_weighted_batch_norm,
+                         range_batch_norm,
+)
 from .layers import (
-                     BatchNorm,
-                     BatchNorm1d,
-                     BatchNorm2d,
-                     BatchNorm3d,
-                     BatchRenorm,
-                     BatchRenorm1d,
-                     BatchRenorm2d,
-                     GhostBatchNorm,
-                     GhostBatchNorm1d,
-                     GhostBatchNorm2d,
-                     NoisyBatchNorm,
-                     NoisyBatchNorm1d,
-                     NoisyBatchNorm2d,
-                     RangeBatchNorm,
-                     RangeBatchNorm1d,
-                     RangeBatchNorm2d,
-                     is_batchnorm,
+                         BatchNorm,
+                         BatchNorm1d,
+                         BatchNorm2d,
+                         BatchNorm3d,
+                         BatchRenorm,
+                         BatchRenorm1d,
+                         BatchRenorm2d,
+                         GhostBatchNorm,
+                         GhostBatchNorm1d,
+                         GhostBatchNorm2d,
+                         NoisyBatchNorm,
+                         NoisyBatchNorm1d,
+                         NoisyBatchNorm2d,
+                         RangeBatchNorm,
+                         RangeBatchNorm1d,
+                         RangeBatchNorm2d,
+                         is_batchnorm,
 )
 from .runtime import pick_device, setup
 
