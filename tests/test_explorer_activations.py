@@ -9,7 +9,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from figure_testing import assert_inside
 
 matplotlib.use("Agg")
 
@@ -181,10 +181,4 @@ def test_the_snapshot_of_a_history_is_the_heatmap_of_the_sent_histograms_with_th
 @pytest.mark.parametrize("quantity", ActivationExplorer.QUANTITIES)
 def test_the_snapshot_keeps_every_label_inside(fig1_runs, quantity):
     """Lesson 04's old explorer clipped its y label at late steps and the last x tick of the heatmaps."""
-    e = ActivationExplorer(fig1_runs)
-    fig = e.figure(quantity=quantity)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    box = fig.get_tightbbox(canvas.get_renderer())
-    width, height = fig.get_size_inches()
-    assert box.x0 >= -0.02 and box.y0 >= -0.02 and box.x1 <= width + 0.02 and box.y1 <= height + 0.02
+    assert_inside(ActivationExplorer(fig1_runs).figure(quantity=quantity), quantity)

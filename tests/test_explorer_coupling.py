@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from figure_testing import assert_inside
 
 from bnlab import plots, widgets
 from bnlab.reference import batchnorm_backward, batchnorm_forward
@@ -131,11 +131,4 @@ def test_the_snapshot_shows_both_gradients_and_the_terms(coupling):
 @pytest.mark.parametrize("settings", [{}, {"batch_size": 32, "pattern": "random", "gamma": 3.0},
                                       {"batch_size": 2, "pattern": "proportional to x_hat", "gamma": 0.1}])
 def test_the_snapshot_keeps_its_labels_inside(coupling, settings):
-    fig = coupling.figure(**settings)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    box = fig.get_tightbbox(canvas.get_renderer())
-    width, height = fig.get_size_inches()
-    slack = 1.0 / fig.dpi
-    assert box.x0 >= -slack and box.y0 >= -slack and box.x1 <= width + slack and box.y1 <= height + slack, \
-        (settings, box.bounds, (width, height))
+    assert_inside(coupling.figure(**settings), settings)

@@ -4,7 +4,7 @@ tests/js/momentum_explorer.test.mjs holds the view's JavaScript to, and its snap
 
 import numpy as np
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from figure_testing import assert_inside
 
 from bnlab import plots, widgets
 from bnlab.data import drifting_batches
@@ -94,11 +94,4 @@ def test_the_snapshot_draws_batch_means_truth_and_running_mean(explorer):
 
 @pytest.mark.parametrize("settings", [{}, {"momentum": 0.001, "kind": "step"}, {"momentum": 1.0, "kind": "sine"}])
 def test_the_snapshot_keeps_its_labels_inside(explorer, settings):
-    fig = explorer.figure(**settings)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    box = fig.get_tightbbox(canvas.get_renderer())
-    width, height = fig.get_size_inches()
-    slack = 1.0 / fig.dpi
-    assert box.x0 >= -slack and box.y0 >= -slack and box.x1 <= width + slack and box.y1 <= height + slack, \
-        (settings, box.bounds, (width, height))
+    assert_inside(explorer.figure(**settings), settings)

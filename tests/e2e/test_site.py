@@ -9,6 +9,7 @@ explorers before and after, and each page's console, go to e2e-artifacts/site_*.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -64,29 +65,10 @@ Probe()
 '''
 
 
-def explorer_reason(notebook: str) -> str | None:
-    """Why a lesson cannot have its explorer moved yet: None once its saved widget state holds an
-    anywidget whose JavaScript renders a bnlab-explorer root."""
-    nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
-    models = nb.metadata.get("widgets", {}).get(site.WIDGET_STATE, {}).get("state", {})
-    if any("bnlab-explorer" in str(m.get("state", {}).get("_esm", "")) for m in models.values()):
-        return None
-    return (f"{notebook}'s saved widget state has no anywidget explorer (no 'bnlab-explorer' in an _esm): "
-            "its explorer still redraws in Python, which a page without a kernel cannot run")
-
-
-def lesson_param(notebook: str):
-    reason = explorer_reason(notebook)
-    marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-    return pytest.param(notebook, marks=marks, id=Path(notebook).stem)
-
-
-# ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def course_site(tmp_path_factory):
-    """The real course, built and served on 127.0.0.1: its base URL."""
-    built = site.build_site(tmp_path_factory.mktemp("site") / "site")
-    server, url = site.serve_in_thread(built.out)
+@contextlib.contextmanager
+def served(out: Path):
+    """A built site served on 127.0.0.1 for the duration: its base URL."""
+    server, url = site.serve_in_thread(out)
     try:
         yield url
     finally:
@@ -94,10 +76,18 @@ def course_site(tmp_path_factory):
         server.server_close()
 
 
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def course_site(tmp_path_factory):
+    """The real course, built and served on 127.0.0.1: its base URL."""
+    with served(site.build_site(tmp_path_factory.mktemp("site") / "site").out) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def probe_site(tmp_path_factory):
     """A one-lesson course whose lesson was executed by nbconvert with store_widget_state=True, built
-    and served: its base URL. It checks the site's anywidget path before the lessons' explorers land."""
+    and served: its base URL. It checks the site's anywidget path apart from the lessons' own explorers."""
     from nbconvert.preprocessors import ExecutePreprocessor
 
     root = tmp_path_factory.mktemp("probe")
@@ -108,13 +98,8 @@ def probe_site(tmp_path_factory):
     assert site.has_widget_state(nb), "executing the probe saved no widget state"
     nbformat.write(nb, root / "notebooks" / "01_probe.ipynb")
     (root / "README.md").write_text("# Probe course\n\n[the lesson](notebooks/01_probe.ipynb)\n")
-    built = site.build_site(root / "site", root / "notebooks", root / "README.md")
-    server, url = site.serve_in_thread(built.out)
-    try:
+    with served(site.build_site(root / "site", root / "notebooks", root / "README.md").out) as url:
         yield url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class Watch:
@@ -260,8 +245,8 @@ def test_an_anywidget_saved_by_nbconvert_redraws_in_the_page(site_page, probe_si
     assert not page.watch.problems, "\n".join(page.watch.problems)
 
 
-@pytest.mark.parametrize("notebook", [lesson_param("01_forward.ipynb"),
-                                      lesson_param("04_activation_distributions.ipynb")])
+@pytest.mark.parametrize("notebook", ["01_forward.ipynb", "04_activation_distributions.ipynb"],
+                         ids=["01_forward", "04_activation_distributions"])
 def test_a_lessons_explorer_redraws_without_a_kernel(site_page, course_site, artifacts, notebook):
     page = site_page
     open_page(page, course_site + f"lessons/{Path(notebook).stem}.html")
