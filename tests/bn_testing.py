@@ -78,3 +78,16 @@ def share_affine(modules, num_features: int, seed: int = 0) -> None:
             m.weight.copy_(w)
             if m.bias is not None:
                 m.bias.copy_(b)
+
+
+def forward_backward(module, x, grad_out, fn=None):
+    """The output of fn(x) (default: module(x)) and the gradients of <output, grad_out> w.r.t. x, then
+    module's weight and bias (when it has them); the module's parameter gradients are reset after."""
+    x = x.clone().requires_grad_(True)
+    out = (fn or module)(x)
+    out.backward(grad_out)
+    params = [p for p in (module.weight, module.bias) if p is not None]
+    grads = [x.grad] + [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    return out.detach(), grads

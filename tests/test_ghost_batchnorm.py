@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bn_testing import max_err, random_bn_input, share_affine
+from bn_testing import forward_backward, max_err, random_bn_input, share_affine
 from torch import nn
 
 import bnlab
@@ -47,18 +47,6 @@ def per_chunk(bn, x, k):
     return torch.cat([bn(x[i:i + k]) for i in range(0, len(x), k)])
 
 
-def forward_backward(fn, module, x, grad_out):
-    """fn(x), and the gradients w.r.t. x and module's weight and bias of <fn(x), grad_out>."""
-    x = x.clone().requires_grad_(True)
-    out = fn(x)
-    out.backward(grad_out)
-    params = [p for p in (module.weight, module.bias) if p is not None]
-    grads = [x.grad] + [p.grad.clone() for p in params]
-    for p in params:
-        p.grad = None
-    return out.detach(), grads
-
-
 def assert_same_state(ours, theirs, what):
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         a, b = getattr(ours, name), getattr(theirs, name)
@@ -78,8 +66,8 @@ def test_training_equals_torch_bn_applied_to_each_chunk(ours_cls, torch_cls, sha
     for step in range(3):
         x = random_bn_input(shape, seed=step)
         grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(10 + step), dtype=torch.float64)
-        out, grads = forward_backward(ours, ours, x, grad_out)
-        ref, ref_grads = forward_backward(lambda t: per_chunk(theirs, t, k), theirs, x, grad_out)
+        out, grads = forward_backward(ours, x, grad_out)
+        ref, ref_grads = forward_backward(theirs, x, grad_out, fn=lambda t: per_chunk(theirs, t, k))
         assert max_err(out, ref) <= TOL, f"step {step}: output"
         for name, g, r in zip(("input", "weight", "bias"), grads, ref_grads):
             assert max_err(g, r) <= TOL * max(1.0, float(r.abs().max())), f"step {step}: grad {name}"
@@ -127,9 +115,9 @@ def test_one_chunk_is_plain_batch_norm(k):
     plain = L.BatchNorm2d(3, dtype=torch.float64)
     plain.load_state_dict(theirs.state_dict())
     grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    out, grads = forward_backward(ours, ours, x, grad_out)
+    out, grads = forward_backward(ours, x, grad_out)
     for other in (theirs, plain):
-        ref, ref_grads = forward_backward(other, other, x, grad_out)
+        ref, ref_grads = forward_backward(other, x, grad_out)
         assert max_err(out, ref) <= TOL
         assert all(max_err(g, r) <= TOL * max(1.0, float(r.abs().max())) for g, r in zip(grads, ref_grads))
         assert_same_state(ours, other, type(other).__name__)

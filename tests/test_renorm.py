@@ -9,7 +9,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from bn_testing import max_err, random_bn_input, share_affine
+from bn_testing import forward_backward, max_err, random_bn_input, share_affine
 from torch import nn
 
 import bnlab.layers as L
@@ -41,18 +41,6 @@ def make_pair(ours_cls, torch_cls, num_features, seed=0, affine=True, momentum=0
     if affine:
         share_affine((ours, theirs), num_features, seed)
     return ours, theirs
-
-
-def forward_backward(module, x, grad_out):
-    """Output and gradients (input, then weight and bias when affine) of one forward/backward."""
-    x = x.clone().requires_grad_(True)
-    out = module(x)
-    out.backward(grad_out)
-    params = [p for p in (module.weight, module.bias) if p is not None]
-    grads = [x.grad] + [p.grad.clone() for p in params]
-    for p in params:
-        p.grad = None
-    return out.detach(), grads
 
 
 def assert_same_running_stats(ours, theirs, what=""):
