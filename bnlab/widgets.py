@@ -900,9 +900,12 @@ class LossSliceExplorer(Explorer):
     def title(self, step: int) -> str:
         """The title the view writes: the finding at that step."""
         ranges = {key: float(losses.max() - losses.min()) for key, (losses, _) in self.slices(step).items()}
-        if "plain" in ranges and "bn" in ranges and ranges["bn"] > 0:
-            return (f"Step {step}: along the gradient the loss varies "
-                    f"{_ratio_text(ranges['plain'] / ranges['bn'])}x less with BN than without")
+        if "plain" in ranges and "bn" in ranges and ranges["bn"] > 0 and ranges["plain"] > 0:
+            ratio = ranges["plain"] / ranges["bn"]
+            if ratio >= 1:
+                return (f"Step {step}: along the gradient the loss varies {_ratio_text(ratio)}x less with BN "
+                        "than without")
+            return f"Step {step}: here the loss varies {_ratio_text(1 / ratio)}x more with BN than without"
         return f"Step {step}: the loss along the gradient"
 
     def figure(self, step: int | None = None, k: float | None = None):
@@ -913,7 +916,6 @@ class LossSliceExplorer(Explorer):
         for key, (losses, loss0) in self.slices(step).items():
             ax.plot([0.0, *self.ks], [loss0, *losses], color=plots.COLORS[key], label=plots.LABELS[key], lw=1.8)
         ax.axvline(self.ks[self.k_index(k)], color="k", lw=1, ls="--")
-        ax.set_yscale("log")
         ax.set_xlabel("step along -gradient, k (multiples of lr · ||g||)")
         ax.set_ylabel("training loss on the batch")
         ax.set_title(self.title(step))

@@ -2,7 +2,7 @@
 // L(theta - k lr g) against k, at recorded checkpoints, one curve per variant (Santurkar et al.
 // 2018, Figure 4). Per move, in the browser: picking the checkpoint's slices, each variant's loss
 // range over k, the loss at the chosen k, and the title's ratio; LossSliceExplorer computes the same.
-import { explorerFrame, modelData, table } from "./explorer.js";
+import { explorerFrame, modelData, paddedRange, table } from "./explorer.js";
 import { formatG } from "./bn.js";
 
 // The slices of one checkpoint: per variant the losses over data.ks, L(theta), their range
@@ -27,8 +27,11 @@ export function sliceAt(data, { step, k }) {
 // The finding at that checkpoint, as LossSliceExplorer.title writes it (Python's .2g for the ratio).
 export function sliceTitle(data, slice, step) {
   const v = slice.variants;
-  if (v.plain && v.bn && v.bn.range > 0) {
-    return `Step ${step}: along the gradient the loss varies ${formatG(v.plain.range / v.bn.range, 2)}x less with BN than without`;
+  if (v.plain && v.bn && v.bn.range > 0 && v.plain.range > 0) {
+    const ratio = v.plain.range / v.bn.range;
+    return ratio >= 1
+      ? `Step ${step}: along the gradient the loss varies ${formatG(ratio, 2)}x less with BN than without`
+      : `Step ${step}: here the loss varies ${formatG(1 / ratio, 2)}x more with BN than without`;
   }
   return `Step ${step}: the loss along the gradient`;
 }
@@ -40,15 +43,6 @@ export function sliceReadout(data, slice) {
     rows[data.labels[key] ?? key] = [formatG(v.range, 3), formatG(v.loss0, 4), formatG(v.atK, 4)];
   }
   return table(rows, ["", "loss range over k", "L(θ)", `L(θ − k·lr·g) at k = ${formatG(slice.k, 3)}`]);
-}
-
-// y limits for a log axis: the values' extent widened by 15% of its decades on either side
-export function logLimits(values) {
-  const positive = values.filter((v) => Number.isFinite(v) && v > 0);
-  if (!positive.length) return [0.1, 10];
-  const lo = Math.log10(Math.min(...positive)), hi = Math.log10(Math.max(...positive));
-  const pad = Math.max(0.15 * (hi - lo), 0.05);
-  return [10 ** (lo - pad), 10 ** (hi + pad)];
 }
 
 function render({ model, el }) {
@@ -67,7 +61,7 @@ function render({ model, el }) {
     const all = [];
     for (const key of data.variants) all.push(slice.variants[key].loss0, ...slice.variants[key].losses);
     const [ax] = figure.panels(1, 1, { top: 30, left: 64 });
-    ax.setup({ xlim: [0, data.ks[data.ks.length - 1] * 1.02], ylim: logLimits(all), ylog: true,
+    ax.setup({ xlim: [0, data.ks[data.ks.length - 1] * 1.02], ylim: paddedRange(all, 0.06),
                xlabel: "step along −gradient, k (multiples of lr · ||g||)", ylabel: "training loss on the batch",
                title: sliceTitle(data, slice, v.step) });
     for (const key of data.variants) {

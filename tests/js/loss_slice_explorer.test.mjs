@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import view, { logLimits, sliceAt, sliceReadout, sliceTitle } from "../../bnlab/static/loss_slice_explorer.js";
+import view, { sliceAt, sliceReadout, sliceTitle } from "../../bnlab/static/loss_slice_explorer.js";
 import { control, renderView } from "./fake_dom.mjs";
 import { assertClose, fixtures } from "./fixtures.mjs";
 
-const { data, cases, only_bn } = fixtures.loss_slice_explorer;
+const { data, cases, only_bn, flipped } = fixtures.loss_slice_explorer;
 
 test("the slice at a step: each variant's loss range and loss at the nearest recorded k", () => {
   for (const c of cases) {
@@ -30,12 +30,9 @@ test("the title and readout say what Python's would", () => {
   }
   const s = sliceAt(only_bn.data, { step: 0, k: 1 });
   assert.equal(sliceTitle(only_bn.data, s, 0), only_bn.title);
-});
-
-test("log limits cover every positive value", () => {
-  const [lo, hi] = logLimits([0.5, 2, 40, -1, NaN]);
-  assert.ok(lo < 0.5 && hi > 40 && lo > 0, `${lo} ${hi}`);
-  assert.deepEqual(logLimits([]), [0.1, 10]);
+  const f = sliceAt(flipped.data, { step: 20, k: 1 });
+  assert.equal(sliceTitle(flipped.data, f, 20), flipped.title);
+  assert.match(flipped.title, /more with BN than without/);
 });
 
 test("the view renders its controls, figure and readout, and redraws on a move", () => {

@@ -55,5 +55,7 @@ def fixtures() -> dict:
                           "at_k": {plots.variant(n): float(r.paths[i].losses[j]) for n, r in runs.items()},
                           "title": explorer.title(step), "readout": readout(explorer, step, k)})
     only_bn = LossSliceExplorer({"torch_bn": runs["torch_bn"]}, step=0)
+    flipped = LossSliceExplorer({None: runs["torch_bn"], "bn": runs[None]}, step=0)   # BN the steeper one
     return {"loss_slice_explorer": {"data": dict(explorer.data), "cases": cases,
-                                    "only_bn": {"data": dict(only_bn.data), "title": only_bn.title(0)}}}
+                                    "only_bn": {"data": dict(only_bn.data), "title": only_bn.title(0)},
+                                    "flipped": {"data": dict(flipped.data), "title": flipped.title(20)}}}
