@@ -6,9 +6,11 @@ Each function says which lesson it serves; the numbers in the defaults are the c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,10 +18,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Split, digits, shapes, vary_scans
-from .layers import BatchRenorm, is_batchnorm
+from .ics import internal_covariate_shift
+from .landscape import loss_along_gradient, top_hessian_eigenvalue
+from .layers import BatchRenorm, NoisyBatchNorm, is_batchnorm
 from .models import _linear_block, conv_net, encoder_decoder, initialize, mlp
 from .probes import activation_layers
-from .train import History, train_classifier, train_segmenter
+from .runtime import pick_device
+from .train import History, accuracy, train_classifier, train_segmenter
 
 __all__ = ["FIG1", "ioffe_fig1", "nonlinearity_inputs", "bn_gradient_growth", "residual_mlp", "ResidualBlock",
            "weight_gradient_alignment", "deep_mlp", "weight_grad_norms", "growth_factor", "BN_RELU_GROWTH",
@@ -350,3 +355,195 @@ def gradient_flow_table(x: torch.Tensor, y: torch.Tensor, depths=(2, 5, 10, 20, 
                          out_features=num_classes or int(y.max()) + 1)
         table[(norm, depth, activation, init)] = weight_grad_norms(model, x, y)
     return table
+
+
+# ----------------------------------------------------------------------------- lesson 09
+# Santurkar et al. (2018) at digits scale: a deep ReLU MLP, He init, plain SGD at lr 0.1 (their
+# VGG's rate), batch 128. At every checkpoint the landscape is measured on the minibatch the next
+# step will use, so each number describes the step SGD actually takes there.
+LANDSCAPE = dict(depth=8, width=100, activation="relu", init="he", lr=0.1, batch_size=128, steps=100,
+                 checkpoints=tuple(range(0, 101, 10)))
+# k, in multiples of the learning rate, at which the loss slices are taken: a quarter of SGD's step to four
+SLICE_STEPS = tuple(np.linspace(0.25, 4.0, 16).tolist())
+__all__ += ["LANDSCAPE", "SLICE_STEPS", "LandscapeRun", "landscape_run", "frozen_noise", "linear_bn",
+            "ScaleRun", "scale_invariant_run", "EXACT_EPS"]
+
+
+@contextlib.contextmanager
+def frozen_noise(model: nn.Module, seed: int = 0):
+    """Inside, every NoisyBatchNorm of model draws the same scale and shift at every forward pass
+    (those of a private generator seeded with seed + its index, reseeded before each pass): the loss
+    at different parameters is then the loss of one noisy net, as a training step sees it, rather
+    than each point with noise of its own. The layers' own generators are back afterwards."""
+    noisy = [m for m in model.modules() if isinstance(m, NoisyBatchNorm)]
+    kept = [m.generator for m in noisy]
+    for m in noisy:
+        m.generator = torch.Generator()
+
+    def reseed(_module, _inputs):
+        for i, m in enumerate(noisy):
+            m.generator.manual_seed(seed + i)
+
+    hook = model.register_forward_pre_hook(reseed) if noisy else None
+    try:
+        yield model
+    finally:
+        if hook is not None:
+            hook.remove()
+        for m, generator in zip(noisy, kept):
+            m.generator = generator
+
+
+@dataclass
+class LandscapeRun:
+    """What `landscape_run` recorded. steps: the checkpoints (updates done before each measurement);
+    per checkpoint: paths (`bnlab.landscape.GradientPath` along the coming step), shifts
+    (`bnlab.ics.CovariateShift`, or None when not measured); sharpness: {step: top Hessian
+    eigenvalue} where measured; loss: the training loss of every step; test_accuracy at the end."""
+
+    norm: str | None
+    seed: int
+    lr: float
+    steps: list[int]
+    paths: list = field(repr=False)
+    shifts: list = field(repr=False)
+    sharpness: dict = field(default_factory=dict)
+    loss: list[float] = field(default_factory=list, repr=False)
+    test_accuracy: float = math.nan
+
+    def summary(self, name: str, start: int = 0) -> np.ndarray:
+        """One number per checkpoint at or after step start: 'loss_range', 'gradient_change',
+        'beta_smoothness' (of the paths), 'ics' and 'cosine' (of the shifts, the median over the
+        layers that have layers below them: the first has G' = G by definition)."""
+        chosen = [i for i, s in enumerate(self.steps) if s >= start]
+        if name in ("loss_range", "gradient_change", "beta_smoothness"):
+            return np.array([getattr(self.paths[i], name) for i in chosen])
+        if name in ("ics", "cosine"):
+            if any(self.shifts[i] is None for i in chosen):
+                raise ValueError("this run measured no internal covariate shift (ics=False)")
+            return np.array([float(np.median(getattr(self.shifts[i], name)[1:])) for i in chosen])
+        raise ValueError(f"unknown summary {name!r}: loss_range, gradient_change, beta_smoothness, ics or cosine")
+
+
+def landscape_run(norm: str | None, seed: int = 0, steps: int = LANDSCAPE["steps"], lr: float = LANDSCAPE["lr"],
+                  checkpoints=LANDSCAPE["checkpoints"], sharpness_at=(), hessian_iters: int = 100,
+                  ks=SLICE_STEPS, ics: bool = True, depth: int = LANDSCAPE["depth"], data: Split | None = None,
+                  device=None) -> LandscapeRun:
+    """Train a `deep_mlp` (LANDSCAPE: 8 x 100 ReLU, He init, SGD lr 0.1, batch 128) and measure, at
+    every checkpoint, on the minibatch the next update uses and in training mode:
+
+        paths:     `loss_along_gradient` at the multiples ks of lr (L(theta - k lr g), ||grad change||)
+        shifts:    `internal_covariate_shift` (Santurkar et al.'s ||G - G'|| and cos(G, G'))
+        sharpness: `top_hessian_eigenvalue` at the checkpoints in sharpness_at (hessian_iters products)
+
+    A noisy BN net is measured with its noise frozen (`frozen_noise`). The Hessian needs twice
+    differentiable layers: for BN use norm='torch_bn' (torch's BatchNorm, the same function).
+    Weights and minibatches are seeded with seed, as `train_classifier` does.
+    """
+    checkpoints = sorted(set(int(s) for s in checkpoints))
+    if any(s < 0 or s > steps for s in checkpoints) or not set(sharpness_at) <= set(checkpoints):
+        raise ValueError(f"checkpoints must lie in 0..steps={steps} and include sharpness_at, got {checkpoints} "
+                         f"and {list(sharpness_at)}")
+    data = data if data is not None else digits()
+    device = torch.device(device) if device is not None else pick_device()
+    torch.manual_seed(seed)
+    model = deep_mlp(depth, LANDSCAPE["width"], LANDSCAPE["activation"], norm=norm, init=LANDSCAPE["init"],
+                     in_features=data.num_features, out_features=data.num_classes).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    run = LandscapeRun(norm=norm, seed=seed, lr=lr, steps=checkpoints, paths=[], shifts=[])
+    for step in range(steps + 1):
+        idx = torch.randint(len(data.x_train), (LANDSCAPE["batch_size"],), generator=gen)
+        batch = (data.x_train[idx].to(device), data.y_train[idx].to(device))
+        if step in checkpoints:
+            with frozen_noise(model, seed=1000 * seed + step):
+                run.paths.append(loss_along_gradient(model, loss_fn, batch, lr, ks=ks))
+                run.shifts.append(internal_covariate_shift(model, loss_fn, batch, lr) if ics else None)
+                if step in sharpness_at:
+                    run.sharpness[step] = top_hessian_eigenvalue(model, loss_fn, batch, iters=hessian_iters,
+                                                                 seed=seed).eigenvalue
+        if step == steps:
+            break
+        loss = loss_fn(model(batch[0]), batch[1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.loss.append(loss.item())
+    run.test_accuracy = accuracy(model, data.x_test.to(device), data.y_test.to(device))
+    return run
+
+
+# torch's BN refuses eps = 0 in training; in float64 1e-300 vanishes next to any variance that is not itself 0
+EXACT_EPS = 1e-300
+
+
+def linear_bn(weight: torch.Tensor, x: torch.Tensor, eps: float = EXACT_EPS) -> torch.Tensor:
+    """BN(x W^T) over the batch, without gamma and beta: a Linear layer followed by BN (lesson 09's
+    scale invariance). x: (N, in), weight: (out, in). With eps = EXACT_EPS (0 in effect) the output is exactly the same
+    for W and c W, c > 0: the batch mean and standard deviation of c W x are c times those of W x."""
+    if weight.ndim != 2 or x.ndim != 2 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must be (out, in) and x (N, in), got {tuple(weight.shape)} and {tuple(x.shape)}")
+    return nn.functional.batch_norm(x @ weight.T, None, None, training=True, eps=eps)
+
+
+@dataclass
+class ScaleRun:
+    """What `scale_invariant_run` recorded: loss per step; weight_norm and grad_norm, (steps + 1, layers):
+    ||W_l|| and ||dL/dW_l|| of each hidden layer (those followed by BN) before each step (and after
+    the last); weight_lr: the learning rate those weights had."""
+
+    loss: np.ndarray
+    weight_norm: np.ndarray
+    grad_norm: np.ndarray
+    weight_lr: float
+
+
+def scale_invariant_run(scale: float = 1.0, lr: float = 0.1, scale_lr: bool = True, steps: int = 100,
+                        weight_decay: float = 0.0, hidden=(100, 100, 100), batch_size: int = 128, seed: int = 0,
+                        eps: float = EXACT_EPS, data: Split | None = None, dtype=torch.float64) -> ScaleRun:
+    """A BN MLP (torch's BN, ReLU, He init, float64) whose hidden Linear weights are multiplied by scale
+    at the start, trained by SGD on seeded minibatches.
+
+    Those weights are followed by BN, so the loss is the same at W and c W and its gradient is 1/c
+    times as large: with lr c^2 eta for them (scale_lr) every step moves c W_t to c W_{t+1}, the
+    same net in all its outputs. Without scale_lr they keep lr eta, an effective learning rate
+    eta / c^2 (van Laarhoven 2017). Every other parameter (BN's gamma and beta, the output layer)
+    keeps lr. weight_decay: SGD's, on every parameter. eps: BN's (the default, 0 in effect, makes
+    the invariance exact in float64).
+    """
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    data = data if data is not None else digits()
+    torch.manual_seed(seed)
+    model = mlp(data.num_features, tuple(hidden), data.num_classes, norm="torch_bn", activation="relu", init="he")
+    model = model.to(dtype).train()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.eps = eps
+    hidden_weights = [m.weight for m in model if isinstance(m, nn.Linear)][:-1]
+    with torch.no_grad():
+        for w in hidden_weights:
+            w.mul_(scale)
+    chosen = {id(w) for w in hidden_weights}
+    weight_lr = lr * scale**2 if scale_lr else lr
+    opt = torch.optim.SGD([{"params": hidden_weights, "lr": weight_lr},
+                           {"params": [p for p in model.parameters() if id(p) not in chosen], "lr": lr}],
+                          lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    x, y = data.x_train.to(dtype), data.y_train
+    losses, weight_norm, grad_norm = [], [], []
+    for step in range(steps + 1):
+        idx = torch.randint(len(x), (batch_size,), generator=gen)
+        loss = loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        weight_norm.append([w.detach().norm().item() for w in hidden_weights])
+        grad_norm.append([w.grad.norm().item() for w in hidden_weights])
+        if step == steps:
+            break
+        opt.step()
+        losses.append(loss.item())
+    return ScaleRun(loss=np.array(losses), weight_norm=np.array(weight_norm), grad_norm=np.array(grad_norm),
+                    weight_lr=weight_lr)

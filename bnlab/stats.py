@@ -18,10 +18,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["NumpyOps", "TorchOps", "NUMPY_OPS", "TORCH_OPS", "median_drift", "grad_data_ratio", "norms",
-           "float32_thresholds", "subsample", "activation_statistics", "gradient_statistics", "effective_sample_size",
-           "EffectiveSampleSize", "SATURATION", "DEFAULT_PERCENTILES", "dropout_variance_shift",
-           "DropoutVarianceShift"]
+__all__ = ["NumpyOps", "TorchOps", "NUMPY_OPS", "TORCH_OPS", "median_drift", "median_jitter", "grad_data_ratio",
+           "norms", "float32_thresholds", "subsample", "activation_statistics", "gradient_statistics",
+           "effective_sample_size", "EffectiveSampleSize", "SATURATION", "DEFAULT_PERCENTILES",
+           "dropout_variance_shift", "DropoutVarianceShift"]
 
 DEFAULT_PERCENTILES = (15.0, 50.0, 85.0)
 # A unit is saturated where its derivative is below this fraction of the derivative's maximum:
@@ -243,6 +243,27 @@ def median_drift(unit_percentiles: np.ndarray, percentiles: Sequence[float] = DE
     width = values[:, :, percentiles.index(high)] - values[:, :, percentiles.index(low)]
     return float(np.mean((median.max(0) - median.min(0)) / width.mean(0)))
 
+
+
+def median_jitter(unit_percentiles: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+                  low: float = 15.0, high: float = 85.0) -> float:
+    """How far a layer's distribution moves from one record to the next, in units of its spread.
+
+    Per unit u: mean_t |m_u(t+1) - m_u(t)| / mean_t (p85_u(t) - p15_u(t)), averaged over units.
+    `median_drift` sees the whole excursion of the median, however slow; this sees how much the
+    target moves between two looks, what a layer chasing its input would feel (lesson 09: noisy BN
+    shifts every step by a fresh random amount, plain nets move slowly).
+    """
+    percentiles = [float(p) for p in percentiles]
+    for q in (low, 50.0, high):
+        if q not in percentiles:
+            raise ValueError(f"median_jitter needs percentile {q}; recorded: {percentiles}")
+    values = np.asarray(unit_percentiles, dtype=np.float64)
+    if values.ndim != 3 or values.shape[2] != len(percentiles) or len(values) < 2:
+        raise ValueError(f"unit_percentiles must be (records >= 2, units, {len(percentiles)}), got {values.shape}")
+    median = values[:, :, percentiles.index(50.0)]
+    width = values[:, :, percentiles.index(high)] - values[:, :, percentiles.index(low)]
+    return float(np.mean(np.abs(np.diff(median, axis=0)).mean(0) / width.mean(0)))
 
 # ----------------------------------------------------------------------------- effective sample size
 STATISTICS = ("mean", "var")

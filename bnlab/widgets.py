@@ -37,7 +37,8 @@ from .reference import batchnorm_backward, batchnorm_forward, running_average
 from .train import History
 
 __all__ = ["Explorer", "ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
-           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "bundle", "rounded", "MAX_PAYLOAD_BYTES",
+           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "LossSliceExplorer", "bundle", "rounded",
+           "MAX_PAYLOAD_BYTES",
            # moved, re-exported for the notebooks: base_sample to bnlab.data, the others to bnlab.experiments
            "final_results", "base_sample", "ramp_lag"]
 
@@ -834,3 +835,89 @@ class MaskExplorer(Explorer):
     def title(self, step: int, first: int) -> str:
         # the images numbered as the 'first image' slider counts them
         return f"Test images {first}–{first + self.ROWS - 1}: true masks and predictions at step {step}"
+
+
+# ----------------------------------------------------------------------------- lesson 09
+def _ratio_text(ratio: float) -> str:
+    """A ratio as the titles print it: two significant digits (Python's .2g, which the view's formatG mirrors)."""
+    return f"{ratio:.2g}"
+
+
+class LossSliceExplorer(Explorer):
+    """The loss along the step SGD is about to take, L(theta - k lr g) against k, at recorded
+    checkpoints of training (Santurkar et al. 2018, Figure 4): pick the training step (main slider)
+    and a step size k; each variant's slice is drawn, k marked, and the readout gives every
+    variant's loss range over k (`GradientPath.loss_range`), its loss at theta and at the chosen k.
+
+    runs: {variant: `bnlab.experiments.LandscapeRun`} (variant: a plot variant key or norm name,
+    e.g. None, 'torch_bn', 'noisy'), recorded at the same checkpoints with the same ks and lr.
+    Sent once: the checkpoints, the ks, and per variant and checkpoint the recorded losses (6
+    significant digits) and L(theta). The view picks the step's slices on every move.
+    """
+
+    VIEW = "loss_slice_explorer.js"
+
+    def __init__(self, runs: dict, step: int | None = None, k: float = 1.0):
+        if not runs:
+            raise ValueError("runs is empty: give {variant: LandscapeRun}")
+        first = next(iter(runs.values()))
+        for name, run in runs.items():
+            if run.steps != first.steps or run.lr != first.lr or len(run.paths) != len(run.steps):
+                raise ValueError(f"run {name!r} was recorded at other checkpoints or another lr than the first "
+                                 f"({run.steps}, lr {run.lr} vs {first.steps}, lr {first.lr})")
+            if any(not np.array_equal(p.ks, first.paths[0].ks) for p in run.paths):
+                raise ValueError(f"run {name!r} has slices at other multiples k than the first")
+        keys = [plots.variant(name) for name in runs]    # a ValueError names an unknown one
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"variants {list(runs)} share a colour key ({keys}): give each its own")
+        self.runs = dict(zip(keys, runs.values()))
+        self.steps = [int(s) for s in first.steps]
+        self.ks = [float(k) for k in first.paths[0].ks]
+        step = self.steps[len(self.steps) // 2] if step is None else step
+        if step not in self.steps:
+            raise ValueError(f"step must be one of the recorded checkpoints {self.steps}, got {step!r}")
+        if not self.ks[0] <= k <= self.ks[-1]:
+            raise ValueError(f"k must lie in the recorded range {self.ks[0]}..{self.ks[-1]}, got {k!r}")
+        self.initial = {"step": step, "k": float(k)}
+        super().__init__({
+            "steps": self.steps, "ks": self.ks, "lr": float(first.lr), "variants": keys,
+            "losses": {key: [rounded(p.losses, 6) for p in run.paths] for key, run in self.runs.items()},
+            "loss0": {key: rounded([p.loss for p in run.paths], 6) for key, run in self.runs.items()},
+            "initial": self.initial, **_colors()})
+
+    def slices(self, step: int) -> dict:
+        """{variant: (losses over ks, L(theta))} at a checkpoint, from the data the view gets."""
+        if step not in self.steps:
+            raise ValueError(f"step must be one of the recorded checkpoints {self.steps}, got {step!r}")
+        i = self.steps.index(step)
+        return {key: (np.array(self.data["losses"][key][i]), self.data["loss0"][key][i])
+                for key in self.data["variants"]}
+
+    def k_index(self, k: float) -> int:
+        """The recorded k nearest to k (the first of two equally near)."""
+        return int(np.argmin(np.abs(np.array(self.ks) - k)))
+
+    def title(self, step: int) -> str:
+        """The title the view writes: the finding at that step."""
+        ranges = {key: float(losses.max() - losses.min()) for key, (losses, _) in self.slices(step).items()}
+        if "plain" in ranges and "bn" in ranges and ranges["bn"] > 0 and ranges["plain"] > 0:
+            ratio = ranges["plain"] / ranges["bn"]
+            if ratio >= 1:
+                return (f"Step {step}: along the gradient the loss varies {_ratio_text(ratio)}x less with BN "
+                        "than without")
+            return f"Step {step}: here the loss varies {_ratio_text(1 / ratio)}x more with BN than without"
+        return f"Step {step}: the loss along the gradient"
+
+    def figure(self, step: int | None = None, k: float | None = None):
+        """The first picture (or another step's), with matplotlib, from the data the view gets."""
+        step = self.initial["step"] if step is None else step
+        k = self.initial["k"] if k is None else k
+        fig, (ax,) = plots.new_figure(1, width=7.5, height=3.6, pyplot=False)
+        for key, (losses, loss0) in self.slices(step).items():
+            ax.plot([0.0, *self.ks], [loss0, *losses], color=plots.COLORS[key], label=plots.LABELS[key], lw=1.8)
+        ax.axvline(self.ks[self.k_index(k)], color="k", lw=1, ls="--")
+        ax.set_xlabel("step along -gradient, k (multiples of lr · ||g||)")
+        ax.set_ylabel("training loss on the batch")
+        ax.set_title(self.title(step))
+        ax.legend(loc="upper left")
+        return fig

@@ -36,6 +36,7 @@ LESSONS = {
     "06_cnn_classification.ipynb": ["SweepExplorer"],
     "07_segmentation.ipynb": ["MaskExplorer"],
     "08_small_batches.ipynb": ["SweepExplorer"],
+    "09_why_bn_works.ipynb": ["LossSliceExplorer"],
 }
 
 # Moves the main slider of one explorer through `moves` positions spread over its range (ending on
