@@ -437,7 +437,7 @@ def landscape_run(norm: str | None, seed: int = 0, steps: int = LANDSCAPE["steps
         sharpness: `top_hessian_eigenvalue` at the checkpoints in sharpness_at (hessian_iters products)
 
     A noisy BN net is measured with its noise frozen (`frozen_noise`). The Hessian needs twice
-    differentiable layers: for BN use norm='torch_bn' (torch's BatchNorm, the same function).
+    differentiable layers: bnlab's BN is (norm='bn'; its backward, asked for a graph, runs in plain ops).
     Weights and minibatches are seeded with seed, as `train_classifier` does.
     """
     checkpoints = sorted(set(int(s) for s in checkpoints))

@@ -75,7 +75,7 @@ def test_linear_bn_is_scale_invariant_and_rejects_bad_shapes():
 
 
 def test_landscape_run_measures_the_step_it_takes(data):
-    run = landscape_run("torch_bn", seed=1, steps=6, checkpoints=(0, 3, 6), sharpness_at=(6,), hessian_iters=20,
+    run = landscape_run("bn", seed=1, steps=6, checkpoints=(0, 3, 6), sharpness_at=(6,), hessian_iters=20,
                         depth=2, data=data)
     assert run.steps == [0, 3, 6] and len(run.paths) == 3 and len(run.loss) == 6
     assert set(run.sharpness) == {6} and np.isfinite(run.sharpness[6])
