@@ -839,8 +839,9 @@ class MaskExplorer(Explorer):
 
 # ----------------------------------------------------------------------------- lesson 09
 def _ratio_text(ratio: float) -> str:
-    """A ratio as the titles print it: two significant digits (Python's .2g, which the view's formatG mirrors)."""
-    return f"{ratio:.2g}"
+    """A ratio as the titles print it: a whole number from 10 on (100, not 1e+02), else two significant
+    digits (the view mirrors both: pyFixed and formatG)."""
+    return f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
 
 
 class LossSliceExplorer(Explorer):

@@ -43,11 +43,14 @@ def test_title_states_the_ratio_of_loss_ranges():
     assert e.initial["step"] == 10                           # the middle checkpoint by default
     i = STEPS.index(20)
     ratio = runs[None].paths[i].loss_range / runs["torch_bn"].paths[i].loss_range
-    assert e.title(20) == f"Step 20: along the gradient the loss varies {ratio:.2g}x less with BN than without"
+    # a ratio of 10 or more is written as a whole number ("240x", not "2.4e+02x"), a smaller one to 2 digits
+    def text(r):
+        return str(round(r)) if r >= 10 else f"{r:.2g}"
+    assert e.title(20) == f"Step 20: along the gradient the loss varies {text(ratio)}x less with BN than without"
     assert LossSliceExplorer({"noisy": runs["noisy"]}).title(0) == "Step 0: the loss along the gradient"
     flipped = LossSliceExplorer({None: runs["torch_bn"], "bn": runs[None]})   # BN's slices the steeper
     inverse = runs[None].paths[i].loss_range / runs["torch_bn"].paths[i].loss_range
-    assert flipped.title(20) == f"Step 20: here the loss varies {inverse:.2g}x more with BN than without"
+    assert flipped.title(20) == f"Step 20: here the loss varies {text(inverse)}x more with BN than without"
     assert e.k_index(1.1) == int(np.argmin(np.abs(KS - 1.1)))
 
 

@@ -3,7 +3,7 @@
 // 2018, Figure 4). Per move, in the browser: picking the checkpoint's slices, each variant's loss
 // range over k, the loss at the chosen k, and the title's ratio; LossSliceExplorer computes the same.
 import { explorerFrame, modelData, paddedRange, table } from "./explorer.js";
-import { formatG } from "./bn.js";
+import { formatG, pyFixed } from "./bn.js";
 
 // The slices of one checkpoint: per variant the losses over data.ks, L(theta), their range
 // (max - min over ks, as bnlab.landscape.GradientPath.loss_range) and the loss at the recorded k
@@ -24,14 +24,19 @@ export function sliceAt(data, { step, k }) {
   return { index: i, kIndex, k: data.ks[kIndex], variants };
 }
 
-// The finding at that checkpoint, as LossSliceExplorer.title writes it (Python's .2g for the ratio).
+// A ratio as LossSliceExplorer's titles print it: a whole number from 10 on, else two significant digits
+export function ratioText(ratio) {
+  return ratio >= 10 ? pyFixed(ratio, 0) : formatG(ratio, 2);
+}
+
+// The finding at that checkpoint, as LossSliceExplorer.title writes it.
 export function sliceTitle(data, slice, step) {
   const v = slice.variants;
   if (v.plain && v.bn && v.bn.range > 0 && v.plain.range > 0) {
     const ratio = v.plain.range / v.bn.range;
     return ratio >= 1
-      ? `Step ${step}: along the gradient the loss varies ${formatG(ratio, 2)}x less with BN than without`
-      : `Step ${step}: here the loss varies ${formatG(1 / ratio, 2)}x more with BN than without`;
+      ? `Step ${step}: along the gradient the loss varies ${ratioText(ratio)}x less with BN than without`
+      : `Step ${step}: here the loss varies ${ratioText(1 / ratio)}x more with BN than without`;
   }
   return `Step ${step}: the loss along the gradient`;
 }
