@@ -547,3 +547,215 @@ def scale_invariant_run(scale: float = 1.0, lr: float = 0.1, scale_lr: bool = Tr
         losses.append(loss.item())
     return ScaleRun(loss=np.array(losses), weight_norm=np.array(weight_norm), grad_norm=np.array(grad_norm),
                     weight_lr=weight_lr)
+
+
+# ----------------------------------------------------------------------------- lesson 10
+# BN as a regularizer, at digits scale. The dropout/BN disharmony (Li et al. 2019): a 3 x 256 ReLU
+# MLP with torch's BN, SGD lr 0.1 momentum 0.9, batch 64. The regularization grid: a 3 x 100 BN
+# MLP on a 300-example training subset, trained for the same number of SGD steps at every batch size
+# (lr 0.05, momentum 0.9): only the noise of the batch statistics and of the gradient differ.
+DROPOUT_BN = dict(hidden=(256, 256, 256), lr=0.1, momentum=0.9, batch_size=64, steps=600, p=0.5)
+REGULARIZATION = dict(hidden=(100, 100, 100), train_size=300, steps=400, lr=0.05, momentum=0.9, batch_sizes=(4, 16, 64, 300), dropouts=(0.0, 0.5), weight_decays=(0.0, 5e-3))
+__all__ += ["DROPOUT_BN", "dropout_bn_mlp", "bn_input_variances", "VarianceShiftRun", "variance_shift_run",
+            "REGULARIZATION", "subset", "regularized_mlp", "fit", "RegularizationRun", "regularization_run",
+            "regularization_grid"]
+
+
+def dropout_bn_mlp(dropout: str | None, p: float = DROPOUT_BN["p"], hidden=DROPOUT_BN["hidden"],
+                   in_features: int = 64, out_features: int = 10) -> nn.Sequential:
+    """Linear -> BN -> ReLU blocks (torch's BN) with dropout placed as Li et al. (2019) discuss:
+
+        dropout=None:     no dropout
+        'before_bn':      Dropout(p) after every block but the last, so it feeds BN2, BN3, ...
+        'after_bn':       one Dropout(p) after the last block, before the output layer: no BN follows it
+    """
+    if dropout not in (None, "before_bn", "after_bn"):
+        raise ValueError(f"dropout must be None, 'before_bn' or 'after_bn', got {dropout!r}")
+    layers: list[nn.Module] = []
+    width = in_features
+    for i, h in enumerate(hidden):
+        layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
+        if dropout == "before_bn" and i < len(hidden) - 1 or dropout == "after_bn" and i == len(hidden) - 1:
+            layers.append(nn.Dropout(p))
+        width = h
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+def bn_input_variances(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Per BN layer of model, the variance over x of each channel of its input in eval mode (no
+    dropout, running statistics): what the layer really sees at test time. One pass, no gradients;
+    the model's mode is restored."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, inputs, i=i: seen.__setitem__(i, inputs[0].detach()))
+             for i, m in enumerate(layers)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return [seen[i].var(dim=0, unbiased=False) for i in range(len(layers))]
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float,
+        momentum: float = 0.0, weight_decay: float = 0.0, seed: int = 0) -> list[float]:
+    """SGD (momentum, weight decay on every parameter) on seeded minibatches drawn without
+    replacement, epoch after epoch (a batch of len(x) is full-batch gradient descent). Returns the
+    training loss of every step; the model is left in training mode."""
+    if not 1 <= batch_size <= len(x):
+        raise ValueError(f"batch_size must be in 1..{len(x)} (the training set), got {batch_size}")
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    losses, order = [], torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = torch.randperm(len(x), generator=gen)
+        idx, order = order[:batch_size], order[batch_size:]
+        loss = loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@dataclass
+class VarianceShiftRun:
+    """What `variance_shift_run` measured for BN2, BN3, ...: ratio[l] = the median over channels of
+    running_var / (the input's true variance over the test set in eval mode); recomputed: the same
+    after `recompute_batchnorm_statistics` with dropout off; test accuracies before and after."""
+
+    dropout: str | None
+    seed: int
+    ratio: np.ndarray
+    recomputed: np.ndarray
+    test_accuracy: float
+    recomputed_accuracy: float
+
+
+def variance_shift_run(dropout: str | None, seed: int = 0, steps: int = DROPOUT_BN["steps"],
+                       data: Split | None = None) -> VarianceShiftRun:
+    """Train `dropout_bn_mlp(dropout)` (DROPOUT_BN) on digits and compare each later BN layer's
+    running_var with the variance its input really has at test time. Li et al.'s variance shift
+    predicts a ratio above 1 where dropout feeds the BN in training: running_var ~ Var_train =
+    (c^2 + v)/p - c^2 > Var_test = v. The fix measured as 'recomputed': the running statistics are
+    recomputed over the training set with dropout off (dropout layers in eval mode)."""
+    from .train import recompute_batchnorm_statistics
+
+    data = data if data is not None else digits()
+    torch.manual_seed(seed)
+    model = dropout_bn_mlp(dropout, in_features=data.num_features, out_features=data.num_classes)
+    fit(model, data.x_train, data.y_train, steps, DROPOUT_BN["batch_size"], DROPOUT_BN["lr"],
+        momentum=DROPOUT_BN["momentum"], seed=seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+
+    def ratios():
+        true = bn_input_variances(model, data.x_test)
+        return np.array([float((bn.running_var / v.clamp_min(1e-8)).median()) for bn, v in zip(bns[1:], true[1:])])
+
+    before, acc = ratios(), accuracy(model, data.x_test, data.y_test)
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()      # stays in eval inside recompute's model.train(): dropout off while BN averages
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    _train = model.train
+
+    def train_without_dropout(mode=True):
+        _train(mode)
+        for m in dropouts:
+            m.eval()
+        return model
+
+    model.train = train_without_dropout
+    try:
+        recompute_batchnorm_statistics(model, data.x_train, batch_size=DROPOUT_BN["batch_size"])
+    finally:
+        del model.train
+    return VarianceShiftRun(dropout=dropout, seed=seed, ratio=before, recomputed=ratios(), test_accuracy=acc,
+                            recomputed_accuracy=accuracy(model, data.x_test, data.y_test))
+
+
+def subset(data: Split, n: int, seed: int = 0) -> Split:
+    """The first n of a seeded shuffle of data's training set (test set unchanged)."""
+    if not 1 <= n <= len(data.x_train):
+        raise ValueError(f"n must be in 1..{len(data.x_train)} (the training set), got {n}")
+    idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:n]
+    return Split(data.x_train[idx], data.y_train[idx], data.x_test, data.y_test)
+
+
+def regularized_mlp(norm: str | None = "torch_bn", dropout: float = 0.0, hidden=REGULARIZATION["hidden"],
+                    in_features: int = 64, out_features: int = 10, virtual_batch_size: int | None = None):
+    """`mlp` blocks Linear -> norm -> ReLU, with Dropout(dropout) after each block (dropout > 0).
+    norm='gbn' needs virtual_batch_size (ghost batches of that many examples)."""
+    from .models import norm_layer
+
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers.append(nn.Linear(width, h))
+        if norm == "gbn":
+            from .layers import GhostBatchNorm1d
+            if virtual_batch_size is None:
+                raise ValueError("norm='gbn' needs virtual_batch_size")
+            layers.append(GhostBatchNorm1d(h, virtual_batch_size=virtual_batch_size))
+        elif norm is not None:
+            layers.append(norm_layer(norm, h, spatial=False))
+        layers.append(nn.ReLU())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class RegularizationRun:
+    """One net of the grid: final train and test accuracy (eval mode) and their gap."""
+
+    batch_size: int
+    dropout: float
+    weight_decay: float
+    seed: int
+    train_accuracy: float
+    test_accuracy: float
+
+    @property
+    def gap(self) -> float:
+        return self.train_accuracy - self.test_accuracy
+
+
+def regularization_run(batch_size: int, dropout: float = 0.0, weight_decay: float = 0.0, seed: int = 0,
+                       norm: str | None = "torch_bn", data: Split | None = None, steps: int | None = None,
+                       virtual_batch_size: int | None = None) -> RegularizationRun:
+    """Train `regularized_mlp` on a REGULARIZATION['train_size'] subset of digits (the subset drawn
+    with seed 0, the same for every run) for REGULARIZATION['steps'] SGD steps (lr 0.05, momentum
+    0.9) whatever the batch size, and measure train and test accuracy in eval mode."""
+    cfg = REGULARIZATION
+    data = data if data is not None else subset(digits(), cfg["train_size"])
+    steps = cfg["steps"] if steps is None else steps
+    torch.manual_seed(seed)
+    model = regularized_mlp(norm, dropout, in_features=data.num_features, out_features=data.num_classes,
+                            virtual_batch_size=virtual_batch_size)
+    fit(model, data.x_train, data.y_train, steps, batch_size, cfg["lr"], momentum=cfg["momentum"],
+        weight_decay=weight_decay, seed=seed)
+    return RegularizationRun(batch_size, dropout, weight_decay, seed,
+                             accuracy(model, data.x_train, data.y_train), accuracy(model, data.x_test, data.y_test))
+
+
+def regularization_grid(batch_sizes=REGULARIZATION["batch_sizes"], dropouts=REGULARIZATION["dropouts"],
+                        weight_decays=REGULARIZATION["weight_decays"], seeds=(0, 1, 2), data: Split | None = None,
+                        steps: int | None = None, progress: bool = True) -> dict:
+    """{(batch_size, dropout, weight_decay, seed): RegularizationRun} over the whole grid."""
+    data = data if data is not None else subset(digits(), REGULARIZATION["train_size"])
+    combos = list(itertools.product(batch_sizes, dropouts, weight_decays, seeds))
+    return {c: regularization_run(*c, data=data, steps=steps)
+            for c in tqdm(combos, disable=not progress, desc="grid")}

@@ -18,6 +18,7 @@ imports them as they are (`tests/js/`).
 from __future__ import annotations
 
 import json
+import itertools
 import re
 from functools import partial
 from pathlib import Path
@@ -37,7 +38,7 @@ from .reference import batchnorm_backward, batchnorm_forward, running_average
 from .train import History
 
 __all__ = ["Explorer", "ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
-           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "LossSliceExplorer", "bundle", "rounded",
+           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "LossSliceExplorer", "RegularizationExplorer", "bundle", "rounded",
            "MAX_PAYLOAD_BYTES",
            # moved, re-exported for the notebooks: base_sample to bnlab.data, the others to bnlab.experiments
            "final_results", "base_sample", "ramp_lag"]
@@ -921,4 +922,85 @@ class LossSliceExplorer(Explorer):
         ax.set_ylabel("training loss on the batch")
         ax.set_title(self.title(step))
         ax.legend(loc="upper left")
+        return fig
+
+
+# ----------------------------------------------------------------------------- lesson 10
+class RegularizationExplorer(Explorer):
+    """The train-test accuracy gap of a BN net across batch size, dropout rate and weight decay,
+    from a precomputed grid (`bnlab.experiments.regularization_grid`). Main slider: the batch size;
+    selects: dropout and weight decay; panel: 'gap' (train - test accuracy, mean over seeds and
+    each seed) or 'accuracy' (train and test, mean over seeds), against batch size. The title states
+    the gap at the chosen batch size and the batch size where it is smallest; the readout lists the
+    seeds. Sent once: the axes and per cell of the grid the seeds' train and test accuracies (4
+    significant digits); the view averages per move.
+    """
+
+    VIEW = "regularization_explorer.js"
+    PANELS = ("gap", "accuracy")
+
+    def __init__(self, grid: dict, batch_size: int | None = None, dropout: float = 0.0, weight_decay: float = 0.0,
+                 panel: str = "gap"):
+        if not grid:
+            raise ValueError("grid is empty: give {(batch_size, dropout, weight_decay, seed): RegularizationRun}")
+        axes = [sorted({key[i] for key in grid}) for i in range(4)]
+        missing = [c for c in itertools.product(*axes) if c not in grid]
+        if missing:
+            raise ValueError(f"grid is not complete: {len(missing)} cells missing, e.g. {missing[0]}")
+        self.batch_sizes, self.dropouts, self.weight_decays, self.seeds = axes
+        batch_size = self.batch_sizes[0] if batch_size is None else batch_size
+        for name, value, options in (("batch_size", batch_size, self.batch_sizes), ("dropout", dropout, self.dropouts),
+                                     ("weight_decay", weight_decay, self.weight_decays)):
+            if value not in options:
+                raise ValueError(f"{name} must be one of the grid's {options}, got {value!r}")
+        if panel not in self.PANELS:
+            raise ValueError(f"panel must be one of {self.PANELS}, got {panel!r}")
+        self.initial = {"batch_size": batch_size, "dropout": dropout, "weight_decay": weight_decay, "panel": panel}
+
+        def cell(attr):
+            return [[[rounded([getattr(grid[b, d, w, s], attr) for s in self.seeds], 4) for w in self.weight_decays]
+                     for d in self.dropouts] for b in self.batch_sizes]
+
+        super().__init__({"batch_sizes": self.batch_sizes, "dropouts": self.dropouts,
+                          "weight_decays": self.weight_decays, "seeds": self.seeds,
+                          "train": cell("train_accuracy"), "test": cell("test_accuracy"),
+                          "initial": self.initial, **_colors()})
+
+    def accuracies(self, dropout: float, weight_decay: float) -> tuple[np.ndarray, np.ndarray]:
+        """(train, test), each (batch sizes, seeds), from the data the view gets."""
+        d, w = self.dropouts.index(dropout), self.weight_decays.index(weight_decay)
+        return (np.array([row[d][w] for row in self.data["train"]]), np.array([row[d][w] for row in self.data["test"]]))
+
+    def gaps(self, dropout: float, weight_decay: float) -> np.ndarray:
+        """Mean over seeds of train - test accuracy, per batch size."""
+        train, test = self.accuracies(dropout, weight_decay)
+        return (train - test).mean(axis=1)
+
+    def title(self, batch_size: int, dropout: float, weight_decay: float) -> str:
+        gaps = self.gaps(dropout, weight_decay)
+        best = self.batch_sizes[int(np.argmin(gaps))]
+        gap = gaps[self.batch_sizes.index(batch_size)]
+        return (f"Batch {batch_size}, dropout {dropout:g}, weight decay {weight_decay:g}: train-test gap "
+                f"{100 * gap:.1f} points (smallest at batch {best})")
+
+    def figure(self, **settings):
+        """The first picture (or other settings'), with matplotlib, from the data the view gets."""
+        v = {**self.initial, **settings}
+        train, test = self.accuracies(v["dropout"], v["weight_decay"])
+        fig, (ax,) = plots.new_figure(1, width=7.5, height=3.6, pyplot=False)
+        if v["panel"] == "gap":
+            gap = 100 * (train - test)
+            for j in range(gap.shape[1]):
+                ax.plot(self.batch_sizes, gap[:, j], "o", color=plots.COLORS["bn"], alpha=0.4, ms=4)
+            ax.plot(self.batch_sizes, gap.mean(axis=1), color=plots.COLORS["bn"], lw=2, label="mean over seeds")
+            ax.set_ylabel("train - test accuracy (points)")
+        else:
+            ax.plot(self.batch_sizes, 100 * train.mean(axis=1), color="#1f77b4", lw=2, label="train")
+            ax.plot(self.batch_sizes, 100 * test.mean(axis=1), color="#d62728", lw=2, label="test")
+            ax.set_ylabel("accuracy (%), mean over seeds")
+        ax.set_xscale("log")
+        ax.axvline(v["batch_size"], color="k", lw=1, ls="--")
+        ax.set_xlabel("batch size")
+        ax.set_title(self.title(v["batch_size"], v["dropout"], v["weight_decay"]), fontsize=9)
+        ax.legend(loc="best")
         return fig
