@@ -555,7 +555,8 @@ def scale_invariant_run(scale: float = 1.0, lr: float = 0.1, scale_lr: bool = Tr
 # MLP on a 300-example training subset, trained for the same number of SGD steps at every batch size
 # (lr 0.05, momentum 0.9): only the noise of the batch statistics and of the gradient differ.
 DROPOUT_BN = dict(hidden=(256, 256, 256), lr=0.1, momentum=0.9, batch_size=64, steps=600, p=0.5)
-REGULARIZATION = dict(hidden=(100, 100, 100), train_size=300, steps=400, lr=0.05, momentum=0.9, batch_sizes=(4, 16, 64, 300), dropouts=(0.0, 0.5), weight_decays=(0.0, 5e-3))
+REGULARIZATION = dict(hidden=(100, 100, 100), train_size=300, steps=400, lr=0.05, momentum=0.9,
+                      batch_sizes=(4, 16, 64, 300), dropouts=(0.0, 0.5), weight_decays=(0.0, 5e-3))
 __all__ += ["DROPOUT_BN", "dropout_bn_mlp", "bn_input_variances", "VarianceShiftRun", "variance_shift_run",
             "REGULARIZATION", "subset", "regularized_mlp", "fit", "RegularizationRun", "regularization_run",
             "regularization_grid"]

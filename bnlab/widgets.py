@@ -17,8 +17,8 @@ imports them as they are (`tests/js/`).
 
 from __future__ import annotations
 
-import json
 import itertools
+import json
 import re
 from functools import partial
 from pathlib import Path
@@ -38,7 +38,8 @@ from .reference import batchnorm_backward, batchnorm_forward, running_average
 from .train import History
 
 __all__ = ["Explorer", "ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
-           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "LossSliceExplorer", "RegularizationExplorer", "bundle", "rounded",
+           "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "LossSliceExplorer", "RegularizationExplorer",
+           "bundle", "rounded",
            "MAX_PAYLOAD_BYTES",
            # moved, re-exported for the notebooks: base_sample to bnlab.data, the others to bnlab.experiments
            "final_results", "base_sample", "ramp_lag"]

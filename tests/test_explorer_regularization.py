@@ -22,7 +22,8 @@ def test_sends_every_cell_and_titles_the_finding():
     grid = synthetic_grid()
     e = RegularizationExplorer(grid, batch_size=64, dropout=0.5)
     data = e.data
-    assert (data["batch_sizes"], data["dropouts"], data["weight_decays"], data["seeds"]) == (BATCHES, DROPOUTS, DECAYS, SEEDS)
+    assert data["batch_sizes"] == BATCHES and data["dropouts"] == DROPOUTS
+    assert data["weight_decays"] == DECAYS and data["seeds"] == SEEDS
     for i, b in enumerate(BATCHES):
         for j, d in enumerate(DROPOUTS):
             for k, w in enumerate(DECAYS):

@@ -6,8 +6,15 @@ import torch
 from torch import nn
 
 from bnlab.data import Split
-from bnlab.experiments import (bn_input_variances, dropout_bn_mlp, fit, regularization_grid, regularization_run,
-                               subset, variance_shift_run)
+from bnlab.experiments import (
+    bn_input_variances,
+    dropout_bn_mlp,
+    fit,
+    regularization_grid,
+    regularization_run,
+    subset,
+    variance_shift_run,
+)
 from bnlab.layers import GhostBatchNorm1d
 
 
@@ -19,7 +26,8 @@ def tiny(n=120, seed=0):
 
 
 def test_dropout_placement():
-    kinds = lambda m: [type(layer).__name__ for layer in m]
+    def kinds(m):
+        return [type(layer).__name__ for layer in m]
     assert kinds(dropout_bn_mlp(None, hidden=(4, 4, 4))).count("Dropout") == 0
     before = kinds(dropout_bn_mlp("before_bn", hidden=(4, 4, 4)))
     # each dropout is followed (after the next Linear) by a BN

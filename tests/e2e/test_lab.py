@@ -37,6 +37,7 @@ LESSONS = {
     "07_segmentation.ipynb": ["MaskExplorer"],
     "08_small_batches.ipynb": ["SweepExplorer"],
     "09_why_bn_works.ipynb": ["LossSliceExplorer"],
+    "10_regularization.ipynb": ["RegularizationExplorer"],
 }
 
 # Moves the main slider of one explorer through `moves` positions spread over its range (ending on
