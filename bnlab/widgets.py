@@ -1000,6 +1000,7 @@ class RegularizationExplorer(Explorer):
             ax.plot(self.batch_sizes, 100 * test.mean(axis=1), color="#d62728", lw=2, label="test")
             ax.set_ylabel("accuracy (%), mean over seeds")
         ax.set_xscale("log")
+        ax.set_xticks(self.batch_sizes, [str(b) for b in self.batch_sizes])
         ax.axvline(v["batch_size"], color="k", lw=1, ls="--")
         ax.set_xlabel("batch size")
         ax.set_title(self.title(v["batch_size"], v["dropout"], v["weight_decay"]), fontsize=9)

@@ -2,7 +2,7 @@
 // for a chosen dropout rate and weight decay, from a precomputed grid. Per move, in the browser:
 // the seeds' gaps and their means, the batch size with the smallest gap, the title and readout;
 // RegularizationExplorer computes the same.
-import { explorerFrame, modelData, table } from "./explorer.js";
+import { FONT, explorerFrame, modelData, table } from "./explorer.js";
 import { pyFixed } from "./bn.js";
 
 // Per batch size (rows) the seeds' train and test accuracies and gaps at one dropout and weight
@@ -37,6 +37,20 @@ export function regularizationReadout(data, cell, v) {
   return table(rows, ["", "train accuracy (%)", "test accuracy (%)", "gap (points)"]);
 }
 
+// The batch sizes themselves as tick labels (the log axis's own ticks are powers of ten only)
+function batchTicks(ax, xs) {
+  const { ctx, box } = ax;
+  ctx.save();
+  ctx.font = FONT; ctx.fillStyle = "#222"; ctx.strokeStyle = "#444"; ctx.lineWidth = 1;
+  ctx.textAlign = "center"; ctx.textBaseline = "top";
+  for (const b of xs) {
+    const px = ax.px(b);
+    ctx.beginPath(); ctx.moveTo(px, box.y + box.h); ctx.lineTo(px, box.y + box.h + 4); ctx.stroke();
+    ctx.fillText(String(b), px, box.y + box.h + 6);
+  }
+  ctx.restore();
+}
+
 function render({ model, el }) {
   const data = modelData(model);
   const v0 = data.initial;
@@ -58,9 +72,9 @@ function render({ model, el }) {
       const all = cell.gaps.flat().map((g) => 100 * g);
       const hi = Math.max(1, ...all) * 1.1;
       const lo = Math.min(0, ...all);
-      ax.setup({ xlim, ylim: [lo, hi], xlog: true, xlabel: "batch size", ylabel: "train − test accuracy (points)", title });
+      ax.setup({ xlim, ylim: [lo, hi], xlog: true, xticks: [], xlabel: "batch size", ylabel: "train − test accuracy (points)", title });
       data.seeds.forEach((_, j) => {
-        ax.points(xs, cell.gaps.map((g) => 100 * g[j]), { color: data.colors.bn, size: 3, alpha: 0.5 });
+        ax.points(xs, cell.gaps.map((g) => 100 * g[j]), { color: data.colors.bn, size: 6, alpha: 0.6 });
       });
       ax.line(xs, cell.means.map((m) => 100 * m), { color: data.colors.bn, width: 2 });
       ax.legend([{ label: "mean over seeds", color: data.colors.bn }, { label: "each seed", color: data.colors.bn,
@@ -70,12 +84,13 @@ function render({ model, el }) {
       const train = mean(cell.train);
       const test = mean(cell.test);
       const lo = Math.min(...test, ...train);
-      ax.setup({ xlim, ylim: [Math.max(0, lo - 5), 101], xlog: true, xlabel: "batch size",
+      ax.setup({ xlim, ylim: [Math.max(0, lo - 5), 101], xlog: true, xticks: [], xlabel: "batch size",
                  ylabel: "accuracy (%), mean over seeds", title });
       ax.line(xs, train, { color: "#1f77b4", width: 2 });
       ax.line(xs, test, { color: "#d62728", width: 2 });
       ax.legend([{ label: "train", color: "#1f77b4" }, { label: "test", color: "#d62728" }], { corner: "lower right" });
     }
+    batchTicks(ax, xs);
     ax.vline(v.batch_size, { color: "#000", width: 1, dash: [5, 3] });
     return regularizationReadout(data, cell, v);
   }, { width: 900, height: 340 });
