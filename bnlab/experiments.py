@@ -760,3 +760,57 @@ def regularization_grid(batch_sizes=REGULARIZATION["batch_sizes"], dropouts=REGU
     combos = list(itertools.product(batch_sizes, dropouts, weight_decays, seeds))
     return {c: regularization_run(*c, data=data, steps=steps)
             for c in tqdm(combos, disable=not progress, desc="grid")}
+
+
+# ----------------------------------------------------------------------------- lesson 10, section 4
+# Inference example weighting (Summers & Dinneen 2020) on lesson 08's conv net: trained at batch 32
+# on clean digit scans (or on scans with scanner variation), then evaluated one scan at a time on
+# test scans whose gain and offset vary (bnlab.data.vary_scans, spread 1).
+EXAMPLE_WEIGHTING = dict(batch_size=32, alphas=(0.0, 0.25, 0.5, 0.75, 0.9, 1.0), test_spread=1.0)
+__all__ += ["EXAMPLE_WEIGHTING", "ExampleWeightingRun", "example_weighting_run"]
+
+
+@dataclass
+class ExampleWeightingRun:
+    """Test accuracy against alpha, evaluated as at batch 1, on clean and on varied test scans.
+    accuracy[test] is a list over alphas; test is 'clean' or 'varied'."""
+
+    seed: int
+    train_spread: float
+    alphas: tuple
+    accuracy: dict
+    model: nn.Module = field(repr=False)
+
+    def at(self, test: str, alpha: float) -> float:
+        if alpha not in self.alphas:
+            raise ValueError(f"alpha must be one of the evaluated {self.alphas}, got {alpha!r}")
+        return self.accuracy[test][self.alphas.index(alpha)]
+
+
+def example_weighting_run(seed: int = 0, train_spread: float = 0.0, alphas=EXAMPLE_WEIGHTING["alphas"],
+                          test_spread: float = EXAMPLE_WEIGHTING["test_spread"], device=None) -> ExampleWeightingRun:
+    """Train lesson 08's BN conv net (`small_batch_run`, bnlab's BN, batch 32) on digit scans varied
+    with train_spread (0: clean), then measure its test accuracy with example weighting at each
+    alpha on the clean test scans and on test scans varied with test_spread (another stream of the
+    seed than training's). Only the conv layers' BN mixes in the scan's own statistics
+    (`bnlab.layers.example_weighting`, spatial_only): the FC head keeps eval BN.
+
+    With example weighting each scan is normalized on its own statistics and the running ones, never
+    on the rest of its batch, so evaluating the whole test set at once gives what batch 1 gives
+    (tests/test_example_weighting.py checks that): the accuracies are those of batch-1 inference.
+    """
+    from .layers import example_weighting
+
+    clean = digits(images=True)
+    train = vary_scans(clean, spread=train_spread, seed=seed) if train_spread else clean
+    model = small_batch_run("bn", EXAMPLE_WEIGHTING["batch_size"], seed=seed, data=train, device=device).model
+    model = model.cpu().eval()
+    tests = {"clean": clean, "varied": vary_scans(clean, spread=test_spread, seed=1000 + seed)}
+    alphas = tuple(float(a) for a in alphas)
+    result = {}
+    for name, data in tests.items():
+        result[name] = []
+        for alpha in alphas:
+            with example_weighting(model, alpha):
+                result[name].append(accuracy(model, data.x_test, data.y_test))
+    return ExampleWeightingRun(seed, float(train_spread), alphas, result, model)

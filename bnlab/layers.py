@@ -14,11 +14,13 @@ standard deviation. Both evaluate like BN, y = weight * (x - running_mean) / sqr
 09-10: ``GhostBatchNorm`` (Hoffer et al. 2017) is BN applied to each virtual batch of a few examples,
 and ``NoisyBatchNorm`` (Santurkar et al. 2018) adds a random per-channel scale and shift after BN at
 every training step. `is_batchnorm` is the
-course's one test for "a BN layer", torch's or ours.
+course's one test for "a BN layer", torch's or ours; `example_weighting` evaluates a model's BN
+layers with Summers & Dinneen's inference example weighting (lesson 10).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -30,6 +32,7 @@ from .functional import (
     batch_norm,
     batch_renorm,
     check_renorm_limits,
+    example_weighted_batch_norm,
     expected_gaussian_range,
     range_batch_norm,
     range_correction,
@@ -40,7 +43,7 @@ __all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
            "RangeBatchNorm", "RangeBatchNorm1d", "RangeBatchNorm2d",
            "GhostBatchNorm", "GhostBatchNorm1d", "GhostBatchNorm2d", "check_virtual_batch_size",
            "NoisyBatchNorm", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
-           "is_batchnorm", "BATCHNORM_TYPES",
+           "is_batchnorm", "BATCHNORM_TYPES", "example_weighting",
            # re-exported from bnlab.functional
            "batch_norm", "batch_renorm", "range_batch_norm",
            "expected_gaussian_range", "range_correction", "RANGE_CORRECTIONS"]
@@ -488,3 +491,46 @@ def is_batchnorm(module: nn.Module) -> bool:
     normalize each example on its own.
     """
     return isinstance(module, BATCHNORM_TYPES)
+
+
+@contextlib.contextmanager
+def example_weighting(model: nn.Module, alpha: float, spatial_only: bool = True):
+    """Within the block, every BN layer of `model` (`is_batchnorm`) evaluates with inference example
+    weighting (Summers & Dinneen 2020; `bnlab.functional.example_weighted_batch_norm`): each example
+    is normalized with alpha of its own statistics mixed into (1 - alpha) of the running ones. The
+    layers' forwards are restored on leaving, also after an error; nothing is updated.
+
+    spatial_only: layers that see (N, C) input (the fully connected head) keep eval BN. An example's
+    own statistics there are one value per channel, its variance 0: at alpha = 1 every example would
+    map to the bias, and the mixture's variance only shrinks towards that.
+
+    The model must be in eval mode (example weighting replaces the running statistics at inference;
+    in training BN uses the batch's) and its BN layers must track running statistics.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1] (the weight of the example's own statistics), "
+                         f"got {alpha!r}")
+    layers = [m for m in model.modules() if is_batchnorm(m)]
+    if model.training or any(m.training for m in layers):
+        raise ValueError("example weighting is for inference: call model.eval() first")
+    if missing := [m for m in layers if m.running_mean is None]:
+        raise ValueError(f"{len(missing)} BN layer(s) have no running statistics (track_running_stats=False): "
+                         f"example weighting mixes the example's statistics into the running ones")
+
+    def weighted(layer):
+        plain = layer.forward
+
+        def forward(input):
+            if spatial_only and input.dim() == 2:
+                return plain(input)
+            return example_weighted_batch_norm(input, layer.running_mean, layer.running_var, layer.weight,
+                                               layer.bias, float(alpha), layer.eps)
+        return forward
+
+    for layer in layers:
+        layer.forward = weighted(layer)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)

@@ -91,3 +91,71 @@ def test_running_statistics_are_required_and_checked():
         example_weighted_batch_norm(x, None, None, alpha=0.5)
     with pytest.raises(ValueError, match="running_mean has shape \\(2,\\), but the input has 3 channels"):
         example_weighted_batch_norm(x, mean[:2], var[:2], alpha=0.5)
+
+
+# ----------------------------------------------------------------------------- on a model
+def small_net(seed=0):
+    """conv -> BN2d -> ReLU -> flatten -> linear -> BN1d, float64, with non-trivial running statistics."""
+    from torch import nn
+
+    import bnlab
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), bnlab.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(3 * 4 * 4, 4), nn.BatchNorm1d(4)).double()
+    net.train()
+    with torch.no_grad():
+        for i in range(5):
+            net(2.0 + 3.0 * torch.randn(8, 2, 6, 6, dtype=D, generator=torch.Generator().manual_seed(10 + i)))
+    return net.eval()
+
+
+def test_model_context_applies_the_functional_to_conv_layers_and_restores_them():
+    from bnlab.layers import example_weighting
+
+    net = small_net()
+    x = torch.randn(5, 2, 6, 6, dtype=D, generator=torch.Generator().manual_seed(1)) * 4 - 1
+    before = net(x)
+    with torch.no_grad(), example_weighting(net, 0.5):
+        inside = net(x)
+    conv, bn2d, relu, flat, lin, bn1d = net
+    h = example_weighted_batch_norm(conv(x), bn2d.running_mean, bn2d.running_var, bn2d.weight, bn2d.bias, 0.5,
+                                    bn2d.eps)
+    expected = bn1d(lin(flat(relu(h))))      # the (N, C) head keeps eval BN (spatial_only)
+    torch.testing.assert_close(inside, expected, rtol=1e-12, atol=1e-12)
+    assert (inside - before).abs().max() > 1e-3
+    torch.testing.assert_close(net(x), before, rtol=0, atol=0)
+    assert all("forward" not in m.__dict__ for m in net.modules())
+
+
+def test_model_context_at_alpha_zero_is_eval_and_batch_one_equals_the_whole_batch():
+    from bnlab.layers import example_weighting
+
+    net = small_net(seed=2)
+    x = torch.randn(6, 2, 6, 6, dtype=D, generator=torch.Generator().manual_seed(3)) * 2 + 1
+    with torch.no_grad():
+        plain = net(x)
+        with example_weighting(net, 0.0, spatial_only=False):
+            torch.testing.assert_close(net(x), plain, rtol=1e-12, atol=1e-12)
+        with example_weighting(net, 0.75, spatial_only=False):
+            whole = net(x)
+            one_by_one = torch.cat([net(x[i:i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(one_by_one, whole, rtol=1e-12, atol=1e-12)
+
+
+def test_model_context_refuses_training_mode_bad_alpha_and_missing_statistics_and_restores_after_errors():
+    from torch import nn
+
+    from bnlab.layers import example_weighting
+
+    net = small_net()
+    with pytest.raises(ValueError, match="eval"), example_weighting(net.train(), 0.5):
+        pass
+    net.eval()
+    with pytest.raises(ValueError, match="alpha"), example_weighting(net, 1.5):
+        pass
+    untracked = nn.Sequential(nn.BatchNorm2d(2, track_running_stats=False)).eval()
+    with pytest.raises(ValueError, match="running statistics"), example_weighting(untracked, 0.5):
+        pass
+    with pytest.raises(RuntimeError, match="inside"), example_weighting(net, 0.5):
+        raise RuntimeError("inside")
+    assert all("forward" not in m.__dict__ for m in net.modules())

@@ -82,3 +82,24 @@ def test_ghost_bn_is_bn_per_chunk():
     gbn = GhostBatchNorm1d(5, virtual_batch_size=4).double().train()
     expected = torch.cat([nn.functional.batch_norm(c, None, None, training=True, eps=gbn.eps) for c in x.split(4)])
     torch.testing.assert_close(gbn(x), expected)
+
+
+def test_example_weighting_run_records_batch_one_accuracies_and_alpha_zero_is_eval():
+    from bnlab.data import digits
+    from bnlab.experiments import example_weighting_run
+    from bnlab.layers import example_weighting
+    from bnlab.train import accuracy
+
+    torch.set_num_threads(1)
+    run = example_weighting_run(seed=0, alphas=(0.0, 0.5))
+    clean = digits(images=True)
+    assert run.at("clean", 0.0) == accuracy(run.model, clean.x_test, clean.y_test)
+    # batch 1 really: the first 20 scans one at a time give the whole-set predictions
+    x = clean.x_test[:20]
+    with torch.no_grad(), example_weighting(run.model, 0.5):
+        whole = run.model(x).argmax(1)
+        single = torch.cat([run.model(x[i:i + 1]) for i in range(len(x))]).argmax(1)
+    assert torch.equal(whole, single)
+    assert set(run.accuracy) == {"clean", "varied"} and all(len(v) == 2 for v in run.accuracy.values())
+    with pytest.raises(ValueError, match="alpha must be one of"):
+        run.at("clean", 0.3)
