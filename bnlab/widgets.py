@@ -848,28 +848,44 @@ def _ratio_text(ratio: float) -> str:
 
 class LossSliceExplorer(Explorer):
     """The loss along the step SGD is about to take, L(theta - k lr g) against k, at recorded
-    checkpoints of training (Santurkar et al. 2018, Figure 4): pick the training step (main slider)
-    and a step size k; each variant's slice is drawn, k marked, and the readout gives every
-    variant's loss range over k (`GradientPath.loss_range`), its loss at theta and at the chosen k.
+    checkpoints of training (Santurkar et al. 2018, Figure 4): pick the training step (main slider),
+    a step size k and, where runs of several seeds are given, the seed; each variant's slice is
+    drawn, k marked, and the readout gives every variant's loss range over k
+    (`GradientPath.loss_range`), its loss at theta and at the chosen k, and with seeds its loss range
+    at this checkpoint in every seed (does the finding hold in all of them?).
 
-    runs: {variant: `bnlab.experiments.LandscapeRun`} (variant: a plot variant key or norm name,
-    e.g. None, 'torch_bn', 'noisy'), recorded at the same checkpoints with the same ks and lr.
-    Sent once: the checkpoints, the ks, and per variant and checkpoint the recorded losses (6
-    significant digits) and L(theta). The view picks the step's slices on every move.
+    runs: {variant: `bnlab.experiments.LandscapeRun`}, or {variant: {seed: LandscapeRun}} with every
+    variant at the same seeds (ints or strings); variant: a plot variant key or norm name, e.g. None,
+    'torch_bn', 'noisy'. Every run recorded at the same checkpoints with the same ks and lr.
+    Sent once: the checkpoints, the ks, (the seeds,) and per variant (seed) and checkpoint the
+    recorded losses (6 significant digits) and L(theta). The view picks the step's slices on every move.
     """
 
     VIEW = "loss_slice_explorer.js"
 
-    def __init__(self, runs: dict, step: int | None = None, k: float = 1.0):
+    def __init__(self, runs: dict, step: int | None = None, k: float = 1.0, seed=None):
         if not runs:
-            raise ValueError("runs is empty: give {variant: LandscapeRun}")
-        first = next(iter(runs.values()))
-        for name, run in runs.items():
+            raise ValueError("runs is empty: give {variant: LandscapeRun} or {variant: {seed: LandscapeRun}}")
+        seeded = [isinstance(r, dict) for r in runs.values()]
+        if any(seeded) and not all(seeded):
+            raise ValueError("runs must be all {variant: LandscapeRun} or all {variant: {seed: LandscapeRun}}; "
+                             f"got a dict of seeds for {[n for n, s in zip(runs, seeded) if s]} only")
+        self.seeds = self._check_seeds(runs) if all(seeded) else None
+        if self.seeds is None and seed is not None:
+            raise ValueError(f"seed={seed!r}, but these runs have one seed each: give "
+                             "{variant: {seed: LandscapeRun}} to choose between seeds")
+        # per variant its runs, one per seed in self.seeds' order, each with its name for the messages
+        if self.seeds is None:
+            named = {name: [(repr(name), run)] for name, run in runs.items()}
+        else:
+            named = {name: [(f"{name!r} seed {s!r}", by_seed[s]) for s in self.seeds] for name, by_seed in runs.items()}
+        first = next(iter(named.values()))[0][1]
+        for label, run in itertools.chain(*named.values()):
             if run.steps != first.steps or run.lr != first.lr or len(run.paths) != len(run.steps):
-                raise ValueError(f"run {name!r} was recorded at other checkpoints or another lr than the first "
+                raise ValueError(f"run {label} was recorded at other checkpoints or another lr than the first "
                                  f"({run.steps}, lr {run.lr} vs {first.steps}, lr {first.lr})")
             if any(not np.array_equal(p.ks, first.paths[0].ks) for p in run.paths):
-                raise ValueError(f"run {name!r} has slices at other multiples k than the first")
+                raise ValueError(f"run {label} has slices at other multiples k than the first")
         keys = [plots.variant(name) for name in runs]    # a ValueError names an unknown one
         if len(set(keys)) < len(keys):
             raise ValueError(f"variants {list(runs)} share a colour key ({keys}): give each its own")
@@ -882,46 +898,105 @@ class LossSliceExplorer(Explorer):
         if not self.ks[0] <= k <= self.ks[-1]:
             raise ValueError(f"k must lie in the recorded range {self.ks[0]}..{self.ks[-1]}, got {k!r}")
         self.initial = {"step": step, "k": float(k)}
+        losses = {key: [[rounded(p.losses, 6) for p in run.paths] for _, run in named[name]]
+                  for key, name in zip(keys, runs)}
+        loss0 = {key: [rounded([p.loss for p in run.paths], 6) for _, run in named[name]]
+                 for key, name in zip(keys, runs)}
+        if self.seeds is None:
+            # one seed: per variant [checkpoint][k], as lesson 09 first sent it
+            losses = {key: per_seed[0] for key, per_seed in losses.items()}
+            loss0 = {key: per_seed[0] for key, per_seed in loss0.items()}
+            seeds = {}
+        else:
+            seed = self.seeds[0] if seed is None else int(seed) if isinstance(seed, np.integer) else seed
+            if seed not in self.seeds:
+                raise ValueError(f"seed must be one of the runs' seeds {self.seeds}, got {seed!r}")
+            self.initial["seed"] = seed
+            seeds = {"seeds": self.seeds}    # and per variant [seed][checkpoint][k]
         super().__init__({
-            "steps": self.steps, "ks": self.ks, "lr": float(first.lr), "variants": keys,
-            "losses": {key: [rounded(p.losses, 6) for p in run.paths] for key, run in self.runs.items()},
-            "loss0": {key: rounded([p.loss for p in run.paths], 6) for key, run in self.runs.items()},
-            "initial": self.initial, **_colors()})
+            "steps": self.steps, "ks": self.ks, "lr": float(first.lr), "variants": keys, **seeds,
+            "losses": losses, "loss0": loss0, "initial": self.initial, **_colors()})
 
-    def slices(self, step: int) -> dict:
-        """{variant: (losses over ks, L(theta))} at a checkpoint, from the data the view gets."""
+    @staticmethod
+    def _check_seeds(runs: dict) -> list:
+        """The seeds every variant of {variant: {seed: run}} has, in the first variant's order."""
+        names = list(runs)
+        seeds = list(runs[names[0]])
+        for name in names:
+            if not runs[name]:
+                raise ValueError(f"variant {name!r} has no runs: give {{seed: LandscapeRun}} for each variant")
+            bad = [s for s in runs[name] if isinstance(s, bool) or not isinstance(s, (int, str, np.integer))]
+            if bad:
+                raise ValueError(f"seeds must be ints or strings (the view shows and sends them), "
+                                 f"variant {name!r} has {bad[0]!r}")
+            if set(runs[name]) != set(seeds):
+                raise ValueError(f"every variant needs the same seeds: {name!r} has {list(runs[name])}, "
+                                 f"{names[0]!r} has {seeds}")
+        return [int(s) if isinstance(s, np.integer) else s for s in seeds]
+
+    def _seed_index(self, seed) -> int | None:
+        if self.seeds is None:
+            if seed is not None:
+                raise ValueError(f"seed={seed!r}, but this explorer has runs of one seed each")
+            return None
+        seed = self.initial["seed"] if seed is None else seed
+        if seed not in self.seeds:
+            raise ValueError(f"seed must be one of the runs' seeds {self.seeds}, got {seed!r}")
+        return self.seeds.index(seed)
+
+    def _step_index(self, step: int) -> int:
         if step not in self.steps:
             raise ValueError(f"step must be one of the recorded checkpoints {self.steps}, got {step!r}")
-        i = self.steps.index(step)
-        return {key: (np.array(self.data["losses"][key][i]), self.data["loss0"][key][i])
+        return self.steps.index(step)
+
+    def slices(self, step: int, seed=None) -> dict:
+        """{variant: (losses over ks, L(theta))} at a checkpoint, for a seed (default: the initial one;
+        none where the runs have one seed each), from the data the view gets."""
+        i, s = self._step_index(step), self._seed_index(seed)
+
+        def picked(values):
+            return values if s is None else values[s]
+
+        return {key: (np.array(picked(self.data["losses"][key])[i]), picked(self.data["loss0"][key])[i])
                 for key in self.data["variants"]}
+
+    def loss_ranges(self, step: int) -> dict:
+        """{variant: its loss range over k at a checkpoint, max - min, one per seed (in self.seeds'
+        order; one value where the runs have one seed each)}, from the data the view gets."""
+        i = self._step_index(step)
+        out = {}
+        for key in self.data["variants"]:
+            per_seed = self.data["losses"][key] if self.seeds is not None else [self.data["losses"][key]]
+            out[key] = np.array([max(by_step[i]) - min(by_step[i]) for by_step in per_seed])
+        return out
 
     def k_index(self, k: float) -> int:
         """The recorded k nearest to k (the first of two equally near)."""
         return int(np.argmin(np.abs(np.array(self.ks) - k)))
 
-    def title(self, step: int) -> str:
-        """The title the view writes: the finding at that step."""
-        ranges = {key: float(losses.max() - losses.min()) for key, (losses, _) in self.slices(step).items()}
+    def title(self, step: int, seed=None) -> str:
+        """The title the view writes: the finding at that step (and seed, default the initial one)."""
+        ranges = {key: float(losses.max() - losses.min()) for key, (losses, _) in self.slices(step, seed).items()}
+        where = f"Step {step}" if self.seeds is None else f"Seed {self.seeds[self._seed_index(seed)]}, step {step}"
         if "plain" in ranges and "bn" in ranges and ranges["bn"] > 0 and ranges["plain"] > 0:
             ratio = ranges["plain"] / ranges["bn"]
             if ratio >= 1:
-                return (f"Step {step}: along the gradient the loss varies {_ratio_text(ratio)}x less with BN "
+                return (f"{where}: along the gradient the loss varies {_ratio_text(ratio)}x less with BN "
                         "than without")
-            return f"Step {step}: here the loss varies {_ratio_text(1 / ratio)}x more with BN than without"
-        return f"Step {step}: the loss along the gradient"
+            return f"{where}: here the loss varies {_ratio_text(1 / ratio)}x more with BN than without"
+        return f"{where}: the loss along the gradient"
 
-    def figure(self, step: int | None = None, k: float | None = None):
-        """The first picture (or another step's), with matplotlib, from the data the view gets."""
+    def figure(self, step: int | None = None, k: float | None = None, seed=None):
+        """The first picture (or another step's, k's or seed's), with matplotlib, from the data the view gets."""
         step = self.initial["step"] if step is None else step
         k = self.initial["k"] if k is None else k
         fig, (ax,) = plots.new_figure(1, width=7.5, height=3.6, pyplot=False)
-        for key, (losses, loss0) in self.slices(step).items():
+        for key, (losses, loss0) in self.slices(step, seed).items():
             ax.plot([0.0, *self.ks], [loss0, *losses], color=plots.COLORS[key], label=plots.LABELS[key], lw=1.8)
         ax.axvline(self.ks[self.k_index(k)], color="k", lw=1, ls="--")
         ax.set_xlabel("step along -gradient, k (multiples of lr · ||g||)")
         ax.set_ylabel("training loss on the batch")
-        ax.set_title(self.title(step))
+        ax.set_title(self.title(step, seed))
         ax.legend(loc="upper left")
         return fig
 
