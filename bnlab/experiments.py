@@ -474,6 +474,76 @@ def landscape_run(norm: str | None, seed: int = 0, steps: int = LANDSCAPE["steps
     return run
 
 
+# Cohen et al. (2021)'s setting at digits scale: full-batch gradient descent on a fixed training set
+# with the square loss (their cleanest edge-of-stability runs; with cross-entropy on separable digits
+# the sharpness falls once the margins grow), a 2 x 100 tanh MLP, bnlab's BN (twice differentiable).
+FULL_BATCH = dict(hidden=(100, 100), activation="tanh", train_size=1000, steps=1200, every=50, lrs=(0.1, 0.2),
+                  hessian_iters=10)
+__all__ += ["FULL_BATCH", "half_square_loss", "FullBatchRun", "full_batch_run"]
+
+
+def half_square_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cohen et al.'s square loss for classification: mean over examples of 1/2 ||f(x) - e_y||^2,
+    e_y the one-hot vector of the class."""
+    one_hot = nn.functional.one_hot(target, logits.shape[1]).to(logits.dtype)
+    return 0.5 * ((logits - one_hot) ** 2).sum(1).mean()
+
+
+@dataclass
+class FullBatchRun:
+    """Sharpness lambda_max of the full-batch loss at steps (every `every`), and the loss at every step."""
+
+    norm: str | None
+    lr: float
+    seed: int
+    steps: list[int]
+    sharpness: np.ndarray
+    loss: np.ndarray = field(repr=False)
+
+    def after(self, step: int) -> np.ndarray:
+        """The sharpness at the recorded steps >= step."""
+        return self.sharpness[np.array(self.steps) >= step]
+
+
+def full_batch_run(norm: str | None, lr: float, seed: int = 0, steps: int = FULL_BATCH["steps"],
+                   every: int = FULL_BATCH["every"], data: Split | None = None,
+                   hessian_iters: int = FULL_BATCH["hessian_iters"], device=None) -> FullBatchRun:
+    """Full-batch gradient descent at lr on the first FULL_BATCH['train_size'] examples of a seeded
+    shuffle of digits (`subset`, seed 0, the same set for every run), square loss, and the sharpness
+    (`top_hessian_eigenvalue` of that loss, training mode) every `every` steps. Each power iteration
+    starts from the previous top eigenvector (it turns slowly from one measurement to the next), so
+    hessian_iters products are enough; the first starts at random.
+
+    Full batch: BN's statistics are those of the whole training set at every step, so BN adds no
+    noise and the sharpness is that of one deterministic loss, as in Cohen et al.
+    """
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in (steps, every)):
+        raise ValueError(f"steps and every must be >= 1, got {steps} and {every}")
+    data = data if data is not None else subset(digits(), FULL_BATCH["train_size"])
+    device = torch.device(device) if device is not None else pick_device()
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    torch.manual_seed(seed)
+    model = mlp(data.num_features, FULL_BATCH["hidden"], data.num_classes, norm=norm,
+                activation=FULL_BATCH["activation"]).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    recorded, sharpness, losses, vector = [], [], [], None
+    for step in range(steps + 1):
+        if step % every == 0:
+            top = top_hessian_eigenvalue(model, half_square_loss, (x, y), iters=hessian_iters, seed=seed,
+                                         start=vector)
+            recorded.append(step)
+            sharpness.append(top.eigenvalue)
+            vector = top.vector
+        if step == steps:
+            break
+        loss = half_square_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return FullBatchRun(norm, float(lr), seed, recorded, np.array(sharpness), np.array(losses))
+
+
 # torch's BN refuses eps = 0 in training; in float64 1e-300 vanishes next to any variance that is not itself 0
 EXACT_EPS = 1e-300
 

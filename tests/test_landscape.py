@@ -164,6 +164,28 @@ def test_top_eigenvalue_of_least_squares_is_that_of_2_xtx_over_n():
     assert result.eigenvalue == pytest.approx(torch.linalg.eigvalsh(hessian).max().item(), rel=1e-9)
 
 
+def test_the_returned_vector_is_the_top_eigenvector_and_a_warm_start_from_it_converges_at_once():
+    model, data, hessian = least_squares()
+    eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
+    cold = top_hessian_eigenvalue(model, nn.MSELoss(), data, iters=500, tol=1e-10, seed=3)
+    flat = torch.cat([t.reshape(-1) for t in cold.vector])
+    assert flat.norm().item() == pytest.approx(1.0, rel=1e-12)
+    assert abs(flat @ eigenvectors[:, -1]).item() == pytest.approx(1.0, rel=1e-8)
+    warm = top_hessian_eigenvalue(model, nn.MSELoss(), data, iters=500, tol=1e-8, start=cold.vector)
+    assert warm.iterations <= 2 < cold.iterations
+    assert warm.eigenvalue == pytest.approx(eigenvalues[-1].item(), rel=1e-9)
+
+
+def test_a_bad_start_is_refused():
+    model, data, _ = least_squares()
+    shapes = [p.shape for p in model.parameters()]
+    for start, match in (([torch.zeros(s, dtype=torch.float64) for s in shapes], "non-zero"),
+                         ([torch.ones(1, 4, dtype=torch.float64)] * 2, "list of"),
+                         ([torch.ones(*s, 2, dtype=torch.float64) for s in shapes], "shapes")):
+        with pytest.raises(ValueError, match=match):
+            top_hessian_eigenvalue(model, nn.MSELoss(), data, start=start)
+
+
 def test_top_eigenvalue_through_bnlabs_batchnorm_is_torchs():
     # bnlab.batch_norm is twice differentiable: its Hessian-vector products are torch BN's
     x, y = batch()

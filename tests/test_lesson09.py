@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnlab.data import digits
+from bnlab.data import Split, digits
 from bnlab.experiments import frozen_noise, landscape_run, linear_bn, scale_invariant_run
 from bnlab.landscape import loss_along_gradient
 from bnlab.layers import NoisyBatchNorm1d
@@ -110,3 +110,32 @@ def test_scale_invariant_run_same_net_for_scaled_init_and_lr(data):
     np.testing.assert_allclose(grown, (0.1 * base.grad_norm[:-1]) ** 2, rtol=1e-6)
     with pytest.raises(ValueError, match="scale must be > 0"):
         scale_invariant_run(0.0, data=data)
+
+
+def test_full_batch_run_measures_the_full_batch_loss_and_starts_each_power_iteration_warm():
+    from bnlab.experiments import FULL_BATCH, full_batch_run, half_square_loss
+    from bnlab.landscape import top_hessian_eigenvalue
+    from bnlab.models import mlp
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 64, generator=g)
+    y = torch.randint(0, 10, (60,), generator=g)
+    split = Split(x, y, x[:10], y[:10])
+    run = full_batch_run("bn", 0.1, seed=1, steps=20, every=10, data=split, hessian_iters=300)
+    assert run.steps == [0, 10, 20] and len(run.loss) == 20 and run.loss[-1] < run.loss[0]
+    torch.manual_seed(1)
+    fresh = mlp(64, FULL_BATCH["hidden"], 10, norm="bn", activation=FULL_BATCH["activation"]).train()
+    exact = top_hessian_eigenvalue(fresh, half_square_loss, (x, y), iters=2000, tol=1e-8).eigenvalue
+    assert run.sharpness[0] == pytest.approx(exact, rel=1e-2)
+    assert np.array_equal(run.after(10), run.sharpness[1:])
+    with pytest.raises(ValueError, match="every"):
+        full_batch_run(None, 0.1, every=0, data=split)
+
+
+def test_half_square_loss_is_half_the_squared_distance_to_the_one_hot_target():
+    from bnlab.experiments import half_square_loss
+
+    logits = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    target = torch.tensor([1, 0])
+    # (1^2 + 1^2 + 0) / 2 and (1^2 + 0 + 3^2) / 2, averaged
+    assert half_square_loss(logits, target).item() == pytest.approx((1.0 + 5.0) / 2)
