@@ -10,6 +10,7 @@ statistics) and a small seeded training loop for digit sequences and the adding 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import time
@@ -431,6 +432,7 @@ class LSTM(nn.Module):
                 rows = torch.nonzero(valid[:, t]).squeeze(1)
             if rows is not None and len(rows) == 0:
                 outputs.append(h.new_zeros(N, self.hidden_size))
+                cells.append(c)
                 continue
             a_x = normalized_inputs[:, t] if rows is None else normalized_inputs[rows, t]
             if self.norm == "bn":
@@ -440,8 +442,8 @@ class LSTM(nn.Module):
             gates = a_x + self._normalize(self.norm_hh, a_h, t)
             if bias is not None:
                 gates = gates + bias
-            h_next, c_next = lstm_cell_update(gates, c_prev, None if self.norm_c is None else
-                                              (lambda cell: self._normalize(self.norm_c, cell, t)))
+            cell_norm = None if self.norm_c is None else functools.partial(self._normalize, self.norm_c, t=t)
+            h_next, c_next = lstm_cell_update(gates, c_prev, cell_norm)
             if trace is not None:
                 raw = input_gates[:, t] if rows is None else input_gates[rows, t]
                 for key, value in (("input", raw), ("hidden", a_h), ("cell", c_next), ("rows", rows)):

@@ -279,6 +279,7 @@ def test_bn_running_statistics_are_per_step_and_eval_uses_its_own_step():
 def test_beyond_last_uses_the_last_step(training):
     model = model_for("bn", max_steps=3)
     x = time_varying(T=6)
+    model(time_varying(T=3, seed=1))                  # steps 0, 1, 2 with statistics of their own
     model.train(training)
     stats = running_copies(model)
     tracked = int(model.norm_ih.steps[-1].num_batches_tracked)
