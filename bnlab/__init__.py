@@ -5,6 +5,7 @@
     from bnlab import BatchRenorm2d, RangeBatchNorm2d   # its relatives (Ioffe 2017, Banner et al. 2018)
     from bnlab import GhostBatchNorm2d, NoisyBatchNorm2d  # lessons 09-10 (Hoffer et al. 2017, Santurkar et al. 2018)
     from bnlab import fold_batchnorm                    # merge BN into the conv before it, for inference
+    from bnlab import LSTM, SequenceBatchNorm           # lesson 11: BN-, LN-LSTMs (Cooijmans et al. 2016)
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
 """
 
@@ -38,6 +39,7 @@ from .layers import (
                          RangeBatchNorm2d,
                          is_batchnorm,
 )
+from .recurrent import LSTM, SequenceBatchNorm
 from .runtime import pick_device, setup
 
 __version__ = "0.1.0"
@@ -51,6 +53,7 @@ __all__ = [
     "GhostBatchNorm", "GhostBatchNorm1d", "GhostBatchNorm2d",
     "NoisyBatchNorm", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
     "fold_batchnorm", "count_batchnorms",
+    "LSTM", "SequenceBatchNorm",
     "CheckFailed", "check", "check_close", "numerical_gradient", "rel_error",
     "pick_device", "setup",
     "doctor",

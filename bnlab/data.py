@@ -3,7 +3,7 @@ already has (MNIST, Fashion-MNIST). Nothing is ever downloaded.
 
 Every generator takes a seed and returns the same numbers for the same seed on every machine.
 Classification data comes as a `Split`; segmentation data (images with per-pixel class masks) as a
-`SegmentationSplit`.
+`SegmentationSplit`; sequence data (lesson 11) as tensors x (N, T, F) and y (N,).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 __all__ = ["Split", "digits", "gaussian_blobs", "drifting_batches", "base_sample",
            "SegmentationSplit", "ShapeGeometry", "shapes", "lesions", "read_idx", "mnist",
-           "vary_scans"]
+           "vary_scans", "digit_sequences", "adding_problem", "pad_sequences"]
 
 
 @dataclass
@@ -590,3 +590,93 @@ def vary_scans(data: Split, spread: float = 1.0, seed: int = 0) -> Split:
         return (x * torch.from_numpy(gain).float() + torch.from_numpy(offset).float()).contiguous()
 
     return Split(vary(data.x_train, streams[0]), data.y_train, vary(data.x_test, streams[1]), data.y_test)
+
+
+# ============================================================================= sequences (lesson 11)
+SEQUENCE_ORDERS = ("rows", "pixels")
+
+
+def digit_sequences(split: str = "train", order: str = "rows", test_fraction: float = 0.3,
+                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits of `digits` (same split, same scaling pixel / 16 in [0, 1]) read as sequences.
+
+    order='rows': step t is image row t, x[n, t, j] = image[n, t, j]: 8 steps of 8 features.
+    order='pixels': step t is pixel t in row-major order, x[n, t, 0] = image[n, t // 8, t % 8]:
+    64 steps of 1 feature, the 8x8 version of Cooijmans et al.'s sequential MNIST.
+    split: 'train' or 'test' of digits(test_fraction, seed). Returns x (N, T, F) float32 and
+    y (N,) int64.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if order not in SEQUENCE_ORDERS:
+        raise ValueError(f"order must be one of {SEQUENCE_ORDERS}, got {order!r}")
+    data = digits(test_fraction, seed)
+    x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+    # load_digits flattens each image row by row, so both orders are plain reshapes
+    steps, features = (8, 8) if order == "rows" else (64, 1)
+    return x.reshape(len(x), steps, features).contiguous(), y
+
+
+def adding_problem(n: int, length: int, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Hochreiter & Schmidhuber's adding problem, in the form of Le et al. 2015: n sequences of
+    `length` steps with 2 features each.
+
+        x[:, t, 0] = u_t ~ U(0, 1)                      the values
+        x[:, t, 1] = 1 at two steps, 0 elsewhere        the markers
+        y = sum of u_t over the two marked steps        in [0, 2]
+
+    One marker falls uniformly in the first half (t < length // 2), the other in the second, so
+    the net must carry the first value across at least a few steps. Any length >= 2, so a net
+    trained at length T can be tested at 2T and 4T. Predicting the constant 1 scores an MSE of
+    Var(u + u') = 1/6; that is the bar to beat.
+
+    split: 'train' or 'test', independent streams of seed (as the segmentation generators), so a
+    test set never repeats the training set. Returns x (n, length, 2) float32 and y (n,) float32.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 2:
+        raise ValueError(f"length must be an int >= 2 (two marked steps), got {length!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    rng = _seed_pair(seed)[0 if split == "train" else 1]
+    values = rng.random((n, length))
+    half = length // 2
+    first = rng.integers(0, half, n)
+    second = rng.integers(half, length, n)
+    markers = np.zeros((n, length))
+    rows = np.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=-1).astype(np.float32)
+    # summed from the float32 values the net sees, so the target is exactly reachable
+    y = x[rows, first, 0] + x[rows, second, 0]
+    return torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
+
+
+def pad_sequences(sequences, padding_value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack sequences of different lengths into one batch, padded at the end.
+
+    sequences: a list of N tensors (T_i, F), the same F and dtype, T_i >= 1. Returns padded
+    (N, T_max, F), with padded[i, t] = sequences[i][t] for t < T_i and padding_value after, and
+    lengths (N,) int64, the T_i (what `bnlab.recurrent.LSTM` takes as lengths=).
+    """
+    sequences = list(sequences)
+    if not sequences:
+        raise ValueError("pad_sequences needs at least one sequence")
+    for i, seq in enumerate(sequences):
+        if not isinstance(seq, torch.Tensor) or seq.dim() != 2:
+            shape = tuple(seq.shape) if isinstance(seq, torch.Tensor) else type(seq).__name__
+            raise ValueError(f"sequence {i} must be a (T, F) tensor, got {shape}")
+        if len(seq) < 1:
+            raise ValueError(f"sequence {i} is empty; every sequence needs at least one step")
+        if seq.shape[1] != sequences[0].shape[1] or seq.dtype != sequences[0].dtype:
+            raise ValueError(f"sequence {i} is {tuple(seq.shape)} {seq.dtype}, but sequence 0 is "
+                             f"{tuple(sequences[0].shape)} {sequences[0].dtype}: all need the same F and dtype")
+    lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.int64)
+    first = sequences[0]
+    padded = torch.full((len(sequences), int(lengths.max()), first.shape[1]), padding_value,
+                        dtype=first.dtype, device=first.device)
+    for i, seq in enumerate(sequences):
+        padded[i, :len(seq)] = seq
+    return padded, lengths
