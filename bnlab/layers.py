@@ -407,10 +407,15 @@ class NoisyBatchNorm(_RunningStatsNorm):
     autograd: gradients flow through BN(x) * s_c. The running statistics are BN's (those of x, not
     of the noisy output), so eval is plain BN's eval, without noise.
 
-    This is the uniform version only: the paper's appendix describes its noise with a time-varying
-    mean and variance (constants n_mu = 0.5, n_sigma = 1.25, r = 0.1) and i.i.d. noise per
-    activation, which is not implemented here; this layer keeps the point, a distribution that
-    changes at every step, in its simplest form.
+    noise="time_varying" is the form of the paper's appendix as we read it: non-zero-mean,
+    non-unit-variance noise, i.i.d. per activation, from a distribution that changes at every step.
+    Per step and channel c it draws the distribution's parameters
+        mu_c ~ U(-n_mu, n_mu),   sigma_c ~ U(1, n_sigma)          (the paper's n_mu = 0.5, n_sigma = 1.25)
+    and per activation (every example and position) s ~ N(sigma_c, r^2), m ~ N(mu_c, r^2) (r = 0.1):
+        y = BN(x) * s + m
+    so each channel's mean moves by mu_c and its scale by sigma_c at every step, and every value gets
+    its own jitter of spread r. last_scale and last_shift are then sigma and mu. This is far gentler
+    than the uniform default (shifts of 0.5 rather than 3 standard deviations).
 
     Randomness: generator (a torch.Generator) or seed (an int, for a private CPU generator) makes
     the draws reproducible; with neither, torch's global generator on the input's device, as
@@ -418,12 +423,19 @@ class NoisyBatchNorm(_RunningStatsNorm):
     are kept, as last_scale and last_shift ((C,) tensors; None before the first training step).
     """
 
-    _repr_fields = ("bias", "track_running_stats", "scale_noise", "shift_noise")
+    _repr_fields = ("bias", "track_running_stats", "noise", "scale_noise", "shift_noise")
+    NOISES = ("uniform", "time_varying")
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
                  *, bias: bool = True, scale_noise: float = 0.5, shift_noise: float = 3.0,
+                 noise: str = "uniform", n_mu: float = 0.5, n_sigma: float = 1.25, r: float = 0.1,
                  generator: torch.Generator | None = None, seed: int | None = None):
+        if noise not in self.NOISES:
+            raise ValueError(f"noise must be one of {self.NOISES}, got {noise!r}")
+        for name, value, low in (("n_mu", n_mu, 0.0), ("n_sigma", n_sigma, 1.0), ("r", r, 0.0)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < float("inf")):
+                raise ValueError(f"{name} must be a finite number >= {low:g}, got {value!r}")
         if isinstance(scale_noise, bool) or not isinstance(scale_noise, (int, float)) or not 0 <= scale_noise <= 1:
             raise ValueError(f"scale_noise must be a number in [0, 1] (s ~ U(1 - a, 1 + a) must not flip a "
                              f"channel's sign), got {scale_noise!r}")
@@ -439,6 +451,7 @@ class NoisyBatchNorm(_RunningStatsNorm):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias)
         self.scale_noise = float(scale_noise)
         self.shift_noise = float(shift_noise)
+        self.noise, self.n_mu, self.n_sigma, self.r = noise, float(n_mu), float(n_sigma), float(r)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
         self.last_scale: torch.Tensor | None = None
         self.last_shift: torch.Tensor | None = None
@@ -453,9 +466,20 @@ class NoisyBatchNorm(_RunningStatsNorm):
         device = self.generator.device if self.generator is not None else input.device
         dtype = input.dtype if input.dtype == torch.float64 else torch.float32
         u = torch.rand(2, self.num_features, generator=self.generator, device=device, dtype=dtype)
-        scale = 1 + self.scale_noise * (2 * u[0] - 1)
-        shift = self.shift_noise * (2 * u[1] - 1)
+        if self.noise == "time_varying":
+            scale = 1 + (self.n_sigma - 1) * u[0]
+            shift = self.n_mu * (2 * u[1] - 1)
+        else:
+            scale = 1 + self.scale_noise * (2 * u[0] - 1)
+            shift = self.shift_noise * (2 * u[1] - 1)
         return scale.to(input), shift.to(input)
+
+    def _jitter(self, input: torch.Tensor) -> torch.Tensor:
+        """r * N(0, 1) per activation, for s and m: (2, *input.shape)."""
+        device = self.generator.device if self.generator is not None else input.device
+        dtype = input.dtype if input.dtype == torch.float64 else torch.float32
+        z = torch.randn((2, *input.shape), generator=self.generator, device=device, dtype=dtype)
+        return (self.r * z).to(input)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         out = super().forward(input)
@@ -465,7 +489,11 @@ class NoisyBatchNorm(_RunningStatsNorm):
         scale, shift = self._draw(input)
         self.last_scale, self.last_shift = scale, shift
         shape = (1, self.num_features) + (1,) * (input.dim() - 2)
-        return out * scale.view(shape) + shift.view(shape)
+        scale, shift = scale.view(shape), shift.view(shape)
+        if self.noise == "time_varying":
+            jitter = self._jitter(input)
+            scale, shift = scale + jitter[0], shift + jitter[1]
+        return out * scale + shift
 
 
 class NoisyBatchNorm1d(NoisyBatchNorm):

@@ -109,6 +109,9 @@ NORM_REGISTRY: dict[str | None, Norm] = {n.name: n for n in (
                                                virtual_batch_size=VIRTUAL_BATCH_SIZE)),
     # the global generator: torch.manual_seed makes a noisy run reproducible, as with dropout
     Norm("noisy", "noisy", "Noisy BN", _batch_norm("NoisyBatchNorm1d", "NoisyBatchNorm2d")),
+    # the paper's appendix form (as we read it): gentler, i.i.d. per activation; drawn as noisy BN
+    Norm("noisy_tv", "noisy", "Noisy BN (time-varying)",
+         _batch_norm("NoisyBatchNorm1d", "NoisyBatchNorm2d", noise="time_varying")),
 )}
 
 

@@ -11,7 +11,7 @@ from bnlab import layers
 from bnlab.models import NORMS, conv_net, encoder_decoder, mlp, norm_layer
 
 EPS = 1e-5
-BATCH_NORMS = ("bn", "torch_bn", "brn", "rbn", "gbn", "noisy")  # gbn: these batches fit one ghost batch
+BATCH_NORMS = ("bn", "torch_bn", "brn", "rbn", "gbn", "noisy", "noisy_tv")  # gbn: these batches fit one ghost batch
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,6 +39,7 @@ EXPECTED_CLASSES = {
     "rbn": (layers.RangeBatchNorm2d, layers.RangeBatchNorm1d),
     "gbn": (layers.GhostBatchNorm2d, layers.GhostBatchNorm1d),
     "noisy": (layers.NoisyBatchNorm2d, layers.NoisyBatchNorm1d),
+    "noisy_tv": (layers.NoisyBatchNorm2d, layers.NoisyBatchNorm1d),
     "gn": (nn.GroupNorm, nn.GroupNorm),
     "ln": (nn.GroupNorm, nn.GroupNorm),
     "in": (nn.InstanceNorm2d, None),
@@ -89,7 +90,7 @@ def sharing(norm, x, where):
             # Where r and d are not clipped, Batch Renorm gives (x - running_mean) / sigma: each value
             # on its own. Clipped to r = 1, d = 0 (its warm-up) it shows the batch statistics it uses.
             layer.r_max, layer.d_max = 1.0, 0.0
-        if norm == "noisy":
+        if norm in ("noisy", "noisy_tv"):
             # the same draws of s and m for both passes: only the values' dependence is left
             layer.generator = torch.Generator().manual_seed(0)
         return layer

@@ -177,7 +177,7 @@ def test_state_dict_is_torch_batch_norms_and_repr():
     # torch's statistics and ours agree to rounding (two implementations of BN)
     assert all(max_err(a, b) <= TOL for a, b in zip(fresh.state_dict().values(), ours.state_dict().values()))
     assert repr(bnlab.NoisyBatchNorm2d(8)) == ("NoisyBatchNorm2d(8, eps=1e-05, momentum=0.1, affine=True, bias=True, "
-                                                "track_running_stats=True, scale_noise=0.5, shift_noise=3.0)")
+                                                "track_running_stats=True, noise='uniform', scale_noise=0.5, shift_noise=3.0)")
     assert L.is_batchnorm(ours) and fresh.last_scale is None and fresh.last_shift is None
 
 
@@ -206,3 +206,48 @@ def test_models_build_noisy_batch_norm():
     with torch.no_grad():
         # noise in training, none in eval
         assert not torch.equal(net.train()(x), net(x)) and torch.equal(net.eval()(x), net(x))
+
+
+# ----------------------------------------------------------------------------- the time-varying form
+def test_time_varying_noise_without_jitter_is_bn_times_sigma_plus_mu_in_the_papers_ranges():
+    """r = 0: y = BN(x) * sigma_c + mu_c with sigma_c in U(1, n_sigma), mu_c in U(-n_mu, n_mu), new each step."""
+    ours, theirs = make_pair(L.NoisyBatchNorm2d, nn.BatchNorm2d, 3, affine_seed=2, noise="time_varying", r=0.0,
+                             seed=5)
+    fitted = []
+    for step in range(4):
+        y, z, s, m = noisy_step(ours, theirs, random_bn_input((4, 3, 3, 3), seed=step))
+        assert max_err(y, z * channel_view(s, z) + channel_view(m, z)) <= TOL * max(1.0, float(y.abs().max()))
+        assert ((1 <= s) & (s <= 1.25)).all() and ((-0.5 <= m) & (m <= 0.5)).all()
+        assert max_err(s, ours.last_scale) <= 1e-10 and max_err(m, ours.last_shift) <= 1e-10
+        fitted.append(s)
+    assert (fitted[0] - fitted[1]).abs().min() > 0
+
+
+def test_time_varying_noise_jitters_every_activation_with_spread_r():
+    """e = y - (BN(x) sigma + mu) = BN(x) (s - sigma) + (m - mu): mean 0, variance r^2 (BN(x)^2 + 1)."""
+    r = 0.1
+    layer = L.NoisyBatchNorm1d(3, affine=False, noise="time_varying", r=r, seed=7, dtype=torch.float64).train()
+    x = random_bn_input((20000, 3), seed=1)
+    with torch.no_grad():
+        y = layer(x)
+    z = nn.functional.batch_norm(x, None, None, training=True, eps=layer.eps)
+    e = y - (z * layer.last_scale + layer.last_shift)
+    assert e.mean(0).abs().max() < 5 * r / 20000 ** 0.5 * 2
+    ratio = (e ** 2 / (z ** 2 + 1)).mean(0) / r ** 2
+    assert ((0.95 < ratio) & (ratio < 1.05)).all(), ratio
+    # and the jitter is per activation: two examples with the same x get different outputs
+    twin = torch.cat([x[:1], x[:1], x[2:10]])
+    with torch.no_grad():
+        out = layer(twin)
+    assert (out[0] - out[1]).abs().min() > 0
+
+
+def test_time_varying_noise_refuses_bad_constants_and_is_plain_bn_in_eval():
+    for kwargs, match in ((dict(noise="gaussian"), "noise must be"), (dict(n_sigma=0.5), "n_sigma"),
+                          (dict(n_mu=-1.0), "n_mu"), (dict(r=float("nan")), "r must")):
+        with pytest.raises(ValueError, match=match):
+            L.NoisyBatchNorm1d(4, **kwargs)
+    ours, theirs = make_pair(L.NoisyBatchNorm1d, nn.BatchNorm1d, 4, noise="time_varying", seed=0)
+    x = random_bn_input((6, 4), seed=3)
+    with torch.no_grad():
+        assert max_err(ours.eval()(x), theirs.eval()(x)) <= TOL

@@ -42,7 +42,8 @@ def test_models_and_plots_read_the_registry():
     assert plots.COLORS == COURSE_COLOURS
     assert plots.LABELS == {k: v.label for k, v in variants.VARIANTS.items()}
     assert plots.NORM_KEYS == {None: "plain", "bn": "bn", "torch_bn": "bn", "gn": "gn", "ln": "ln", "in": "in",
-                               "brn": "brn", "rbn": "rbn", "gbn": "gbn", "noisy": "noisy"}
+                               "brn": "brn", "rbn": "rbn", "gbn": "gbn", "noisy": "noisy",
+                               "noisy_tv": "noisy"}
     assert models.NORMS == tuple(variants.NORM_REGISTRY) and models.NORM_LABELS[None] == "no normalization"
     assert models.CHANNELS_PER_GROUP == variants.CHANNELS_PER_GROUP == 4
 
@@ -76,6 +77,8 @@ def test_build_norm_builds_each_norms_layer():
     ghost = variants.build_norm("gbn", 8, False)
     assert type(ghost) is layers.GhostBatchNorm1d and ghost.virtual_batch_size == variants.VIRTUAL_BATCH_SIZE == 16
     assert type(variants.build_norm("noisy", 8, True)) is layers.NoisyBatchNorm2d
+    time_varying = variants.build_norm("noisy_tv", 8, False)
+    assert type(time_varying) is layers.NoisyBatchNorm1d and time_varying.noise == "time_varying"
     group = variants.build_norm("gn", 8, True)
     assert isinstance(group, nn.GroupNorm) and group.num_groups == 2
     x = torch.randn(3, 8, 4, 4)
