@@ -443,3 +443,17 @@ def test_groups_that_do_not_divide_the_channels_are_refused():
 def test_bad_arguments_are_refused(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- the registry's 'rms'
+@pytest.mark.parametrize("shape", [(3, 4, 2, 5), (6, 4)], ids=["images", "vectors"])
+def test_registry_rms_is_rms_over_each_whole_example(shape):
+    from bnlab import variants
+
+    layer = variants.build_norm("rms", 4, spatial=len(shape) == 4).double()
+    assert isinstance(layer, norms.RMSGroupNorm) and layer.num_groups == 1
+    assert layer.weight.shape == layer.bias.shape == (4,)
+    assert variants.color("rms") not in {v.color for k, v in variants.VARIANTS.items() if k != "rms"}
+    x = random_input(shape, torch.float64, seed=15)
+    expected = rms_by_hand(x, len(shape) - 1, None, torch.finfo(torch.float64).eps)
+    assert max_err(layer(x), torch.from_numpy(expected)) <= 1e-10
