@@ -9,6 +9,9 @@ f would be applied to the same h either way):
     batch norm:  each unit over the batch,        (a_i - mu_i) / sqrt(sigma^2_i + eps)
     weight norm: W = v / ||v|| row by row,        a_i = (v_i . x) / ||v_i||  (v is the weight to change)
     layer norm:  each example over its H units,   (a_i - mu) / sqrt(sigma^2 + eps)
+Why no bias before the normalization: with a = W x + b and b kept fixed, W -> c W no longer scales
+a, and layer norm's re-scaling invariance fails (the output moves by order 1); batch norm subtracts
+any such b exactly, and its entries stay as they are.
 """
 
 from __future__ import annotations

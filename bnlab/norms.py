@@ -79,7 +79,7 @@ def _as_normalized_shape(normalized_shape) -> tuple[int, ...]:
 
 
 def _check_trailing(input: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
-    if tuple(input.shape[input.dim() - len(shape):]) != shape or input.dim() < len(shape):
+    if input.dim() < len(shape) or tuple(input.shape[input.dim() - len(shape):]) != shape:
         raise ValueError(f"{what} expected input whose last {len(shape)} dim(s) are {shape}, "
                          f"got input of shape {tuple(input.shape)}")
 

@@ -81,3 +81,24 @@ def test_bad_arguments_are_refused():
 def test_float32_gives_the_same_verdicts_with_a_float32_tolerance():
     changes = invariance_table(seed=0, dtype=torch.float32)
     assert invariances.invariance_verdicts(changes, tol=1e-4) == BA_TABLE_1
+
+
+def test_a_bias_before_the_norm_breaks_layer_norms_rescaling_invariance():
+    """The module's reason for a = W x without a bias: with a fixed b, W -> c W moves LN's output by
+    order 1, while BN subtracts b and stays invariant."""
+    from bnlab.functional import batch_norm
+    from bnlab.norms import layer_norm
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 10, generator=g, dtype=torch.float64)
+    weight = torch.randn(8, 10, generator=g, dtype=torch.float64)
+    b = torch.randn(8, generator=g, dtype=torch.float64)
+
+    def ln(w):
+        return layer_norm(x @ w.T + b, (8,), eps=0.0)
+
+    def bn(w):
+        return batch_norm(x @ w.T + b, None, None, training=True, eps=0.0)
+
+    assert (ln(2.5 * weight) - ln(weight)).abs().max() > 1e-2
+    assert (bn(2.5 * weight) - bn(weight)).abs().max() < 1e-10
