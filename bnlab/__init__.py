@@ -6,6 +6,8 @@
     from bnlab import GhostBatchNorm2d, NoisyBatchNorm2d  # lessons 09-10 (Hoffer et al. 2017, Santurkar et al. 2018)
     from bnlab import fold_batchnorm                    # merge BN into the conv before it, for inference
     from bnlab import LSTM, SequenceBatchNorm           # lesson 11: BN-, LN-LSTMs (Cooijmans et al. 2016)
+    from bnlab import LayerNorm, GroupNorm, RMSNorm     # per-example norms from scratch (lesson 11), as torch's
+    from bnlab import invariance_table, BA_TABLE_1      # Ba et al. 2016's Table 1, measured and as printed
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
 """
 
@@ -20,6 +22,7 @@ from .functional import (
                          example_weighted_batch_norm,
                          range_batch_norm,
 )
+from .invariances import BA_TABLE_1, format_invariance_table, invariance_table
 from .layers import (
                          BatchNorm,
                          BatchNorm1d,
@@ -40,6 +43,21 @@ from .layers import (
                          is_batchnorm,
 )
 from .recurrent import LSTM, SequenceBatchNorm
+from .norms import (
+                         GroupNorm,
+                         InstanceNorm1d,
+                         InstanceNorm2d,
+                         InstanceNorm3d,
+                         LayerNorm,
+                         RMSGroupNorm,
+                         RMSNorm,
+                         WeightNormLinear,
+                         group_norm,
+                         instance_norm,
+                         layer_norm,
+                         rms_group_norm,
+                         rms_norm,
+)
 from .runtime import pick_device, setup
 
 __version__ = "0.1.0"
@@ -54,6 +72,9 @@ __all__ = [
     "NoisyBatchNorm", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
     "fold_batchnorm", "count_batchnorms",
     "LSTM", "SequenceBatchNorm",
+    "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "RMSGroupNorm",
+    "WeightNormLinear", "layer_norm", "group_norm", "instance_norm", "rms_norm", "rms_group_norm",
+    "invariance_table", "format_invariance_table", "BA_TABLE_1",
     "CheckFailed", "check", "check_close", "numerical_gradient", "rel_error",
     "pick_device", "setup",
     "doctor",

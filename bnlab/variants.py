@@ -59,6 +59,7 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
     Variant("frozen", "#bcbd22", "BN, frozen statistics"),   # olive: fine-tuning with frozen statistics
     Variant("gbn", "#000080", "ghost BN"),                   # navy: BN on virtual batches (lessons 09-10)
     Variant("noisy", "#b8860b", "noisy BN"),                 # dark gold: BN, then a random scale and shift (09)
+    Variant("rms", "#556b2f", "RMS norm"),                   # dark olive green: layer norm without the mean (11)
 )}
 
 
@@ -89,6 +90,14 @@ def _layer_norm(num_features: int, spatial: bool) -> nn.Module:
     return nn.GroupNorm(1, num_features)
 
 
+def _rms_norm(num_features: int, spatial: bool) -> nn.Module:
+    # RMS over (C, H, W) with gamma per channel, as 'ln' is GroupNorm(1, C); with beta, since the
+    # models' layers before a norm have no bias (torch's RMSNorm has neither per channel nor beta)
+    from .norms import RMSGroupNorm  # imported on use, as the BN layers
+
+    return RMSGroupNorm(1, num_features)
+
+
 def _instance_norm(num_features: int, spatial: bool) -> nn.Module:
     if not spatial:
         raise ValueError("InstanceNorm needs spatial positions: a feature vector has one value per "
@@ -112,6 +121,7 @@ NORM_REGISTRY: dict[str | None, Norm] = {n.name: n for n in (
     # the paper's appendix form (as we read it): gentler, i.i.d. per activation; drawn as noisy BN
     Norm("noisy_tv", "noisy", "Noisy BN (time-varying)",
          _batch_norm("NoisyBatchNorm1d", "NoisyBatchNorm2d", noise="time_varying")),
+    Norm("rms", "rms", "RMSNorm", _rms_norm),
 )}
 
 

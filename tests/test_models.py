@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnlab import layers
+from bnlab import layers, norms
 from bnlab.models import NORMS, conv_net, encoder_decoder, mlp, norm_layer
 
 EPS = 1e-5
@@ -43,6 +43,7 @@ EXPECTED_CLASSES = {
     "gn": (nn.GroupNorm, nn.GroupNorm),
     "ln": (nn.GroupNorm, nn.GroupNorm),
     "in": (nn.InstanceNorm2d, None),
+    "rms": (norms.RMSGroupNorm, norms.RMSGroupNorm),
 }
 
 
@@ -113,7 +114,7 @@ def test_norm_layer_shares_statistics_over_the_documented_values_images(norm):
         expected[:, 5] = True          # channel 5 of every example
     elif norm == "gn":
         expected[1, 4:8] = True        # channels 4..7 (the group of 4 holding channel 5) of example 1
-    elif norm == "ln":
+    elif norm in ("ln", "rms"):
         expected[1] = True             # every channel of example 1
     elif norm == "in":
         expected[1, 5] = True          # channel 5 of example 1
@@ -129,7 +130,7 @@ def test_norm_layer_shares_statistics_over_the_documented_values_vectors(norm):
         expected[:, 1] = True          # feature 1 over the batch
     elif norm == "gn":
         expected[2, 0:4] = True        # features 0..3 of example 2
-    elif norm == "ln":
+    elif norm in ("ln", "rms"):
         expected[2] = True             # all features of example 2
     assert torch.equal(changed, expected)
 

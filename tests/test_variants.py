@@ -10,7 +10,7 @@ from bnlab import layers, models, plots, variants
 # the course's colours, as the lessons' prose names them (grey without BN, blue BN, green GroupNorm ...)
 COURSE_COLOURS = {"plain": "#7f7f7f", "bn": "#1f77b4", "ln": "#9467bd", "gn": "#2ca02c", "mistake": "#d62728",
                   "running": "#ff7f0e", "in": "#8c564b", "brn": "#17becf", "rbn": "#e377c2", "frozen": "#bcbd22",
-                  "plain_he": "#3a3a3a", "gbn": "#000080", "noisy": "#b8860b"}
+                  "plain_he": "#3a3a3a", "gbn": "#000080", "noisy": "#b8860b", "rms": "#556b2f"}
 
 
 def test_every_variant_has_its_course_colour_and_a_label():
@@ -43,7 +43,7 @@ def test_models_and_plots_read_the_registry():
     assert plots.LABELS == {k: v.label for k, v in variants.VARIANTS.items()}
     assert plots.NORM_KEYS == {None: "plain", "bn": "bn", "torch_bn": "bn", "gn": "gn", "ln": "ln", "in": "in",
                                "brn": "brn", "rbn": "rbn", "gbn": "gbn", "noisy": "noisy",
-                               "noisy_tv": "noisy"}
+                               "noisy_tv": "noisy", "rms": "rms"}
     assert models.NORMS == tuple(variants.NORM_REGISTRY) and models.NORM_LABELS[None] == "no normalization"
     assert models.CHANNELS_PER_GROUP == variants.CHANNELS_PER_GROUP == 4
 
