@@ -42,7 +42,6 @@ from .layers import (
                          RangeBatchNorm2d,
                          is_batchnorm,
 )
-from .recurrent import LSTM, SequenceBatchNorm
 from .norms import (
                          GroupNorm,
                          InstanceNorm1d,
@@ -58,6 +57,7 @@ from .norms import (
                          rms_group_norm,
                          rms_norm,
 )
+from .recurrent import LSTM, SequenceBatchNorm
 from .runtime import pick_device, setup
 
 __version__ = "0.1.0"

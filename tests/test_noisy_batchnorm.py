@@ -177,7 +177,8 @@ def test_state_dict_is_torch_batch_norms_and_repr():
     # torch's statistics and ours agree to rounding (two implementations of BN)
     assert all(max_err(a, b) <= TOL for a, b in zip(fresh.state_dict().values(), ours.state_dict().values()))
     assert repr(bnlab.NoisyBatchNorm2d(8)) == ("NoisyBatchNorm2d(8, eps=1e-05, momentum=0.1, affine=True, bias=True, "
-                                                "track_running_stats=True, noise='uniform', scale_noise=0.5, shift_noise=3.0)")
+                                                "track_running_stats=True, noise='uniform', scale_noise=0.5, "
+                                                "shift_noise=3.0)")
     assert L.is_batchnorm(ours) and fresh.last_scale is None and fresh.last_shift is None
 
 
