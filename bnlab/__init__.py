@@ -5,10 +5,12 @@
     from bnlab import BatchRenorm2d, RangeBatchNorm2d   # its relatives (Ioffe 2017, Banner et al. 2018)
     from bnlab import GhostBatchNorm2d, NoisyBatchNorm2d  # lessons 09-10 (Hoffer et al. 2017, Santurkar et al. 2018)
     from bnlab import fold_batchnorm                    # merge BN into the conv before it, for inference
+    from bnlab import SyncBatchNorm, spawn              # BN over several processes (gloo on CPU), and their launcher
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
 """
 
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
+from .distributed import SyncBatchNorm, combine_moments, spawn
 from .doctor import doctor
 from .folding import count_batchnorms, fold_batchnorm
 from .functional import (
@@ -51,6 +53,7 @@ __all__ = [
     "GhostBatchNorm", "GhostBatchNorm1d", "GhostBatchNorm2d",
     "NoisyBatchNorm", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
     "fold_batchnorm", "count_batchnorms",
+    "SyncBatchNorm", "combine_moments", "spawn",
     "CheckFailed", "check", "check_close", "numerical_gradient", "rel_error",
     "pick_device", "setup",
     "doctor",
