@@ -6,12 +6,12 @@ torch's own SyncBatchNorm refuses CPU input; this one runs wherever torch.distri
 Forward: each rank reduces its shard to (n_r, mu_r, M2_r) per channel, one all-gather shares them,
 and every rank combines them with Chan et al.'s formula (`combine_moments`), never with sum x^2.
 Backward: one all-reduce of (sum dy, sum dy * x_hat) per channel; dx is then computed locally, and
-dgamma, dbeta stay local (DistributedDataParallel sums them over ranks). Eval communicates nothing.
-What that costs on the wire: `sync_bytes_per_step`.
+dgamma, dbeta stay local (DistributedDataParallel averages them over ranks, as every gradient).
+Eval communicates nothing. What that costs on the wire: `sync_bytes_per_step`.
 
 On GPUs and across machines the same code runs unchanged, with torchrun in place of `spawn`: start
-one process per GPU with ``torchrun --nproc_per_node=NUM_GPUS train.py`` (on several machines add
-``--nnodes=M --node_rank=I --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT`` and run it on each), and
+one process per GPU with ``torchrun --nproc_per_node=NUM_GPUS train.py`` (on M machines add
+``--nnodes=M --node_rank=I --master_addr=HOST --master_port=PORT`` and run it on each, I = 0..M-1), and
 in train.py call ``torch.distributed.init_process_group("nccl")`` (torchrun sets RANK, WORLD_SIZE,
 MASTER_ADDR and MASTER_PORT), ``torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))``, convert the
 model with ``bnlab.SyncBatchNorm.convert_sync_batchnorm(model)``, move it to the GPU and wrap it in
@@ -205,7 +205,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             # dx = gamma / sigma * (dy - sum dy / N - x_hat * sum (dy x_hat) / N), sums over all ranks
             grad_input = (dy - (global_sum_dy / n).view(shape) - x_hat * (global_sum_dy_xhat / n).view(shape))
             grad_input = (grad_input * scale.view(shape)).to(ctx.dtypes[0])
-        # dgamma, dbeta: this rank's share only; DDP's gradient all-reduce adds the other ranks'
+        # dgamma, dbeta: this rank's share only; DDP's gradient all-reduce brings in the other ranks'
         grad_weight = sum_dy_xhat.to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
         grad_bias = sum_dy.to(ctx.dtypes[2]) if ctx.needs_input_grad[2] else None
         return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
@@ -249,7 +249,7 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, mo
         running_var  <- (1 - momentum) running_var  + momentum sigma^2_B N / (N - 1)   (in place, if given)
     Backward, with sums over all ranks' values (one all-reduce of the two (C,) sums):
         dx = weight / sqrt(sigma^2_B + eps) * (dy - sum dy / N - x_hat * sum(dy x_hat) / N)
-    and this rank's own dgamma = sum dy x_hat, dbeta = sum dy (DDP sums them over ranks).
+    and this rank's own dgamma = sum dy x_hat, dbeta = sum dy (DDP averages them over ranks).
 
     input: (N_r, C, *spatial); running_mean, running_var, weight, bias: (C,) or None. ValueError,
     on every rank alike, when N <= 1. Communicates even in a group of one (then it is batch_norm);
