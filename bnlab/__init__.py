@@ -8,10 +8,12 @@
     from bnlab import LSTM, SequenceBatchNorm           # lesson 11: BN-, LN-LSTMs (Cooijmans et al. 2016)
     from bnlab import LayerNorm, GroupNorm, RMSNorm     # per-example norms from scratch (lesson 11), as torch's
     from bnlab import invariance_table, BA_TABLE_1      # Ba et al. 2016's Table 1, measured and as printed
+    from bnlab import SyncBatchNorm, spawn              # BN over several processes (gloo on CPU), and their launcher
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
 """
 
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
+from .distributed import SyncBatchNorm, combine_moments, spawn
 from .doctor import doctor
 from .folding import count_batchnorms, fold_batchnorm
 from .functional import (
@@ -75,6 +77,7 @@ __all__ = [
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "RMSGroupNorm",
     "WeightNormLinear", "layer_norm", "group_norm", "instance_norm", "rms_norm", "rms_group_norm",
     "invariance_table", "format_invariance_table", "BA_TABLE_1",
+    "SyncBatchNorm", "combine_moments", "spawn",
     "CheckFailed", "check", "check_close", "numerical_gradient", "rel_error",
     "pick_device", "setup",
     "doctor",
