@@ -224,6 +224,21 @@ def gradient_statistics(ops, g, abs_thresholds: np.ndarray, sample: int | None =
     return ops.to_numpy(ops.concat([norm, std, ops.histogram_sorted(ops.sort_(magnitude), abs_thresholds)]))
 
 
+def _median_and_width(who: str, unit_percentiles: np.ndarray, percentiles: Sequence[float], low: float,
+                      high: float) -> tuple[np.ndarray, np.ndarray]:
+    """The median m_u(t) and band width p_high - p_low, each (records, units), from a probe's
+    unit_percentiles (records >= 2, units, P)."""
+    percentiles = [float(p) for p in percentiles]
+    for q in (low, 50.0, high):
+        if q not in percentiles:
+            raise ValueError(f"{who} needs percentile {q}; recorded: {percentiles}")
+    values = np.asarray(unit_percentiles, dtype=np.float64)
+    if values.ndim != 3 or values.shape[2] != len(percentiles) or len(values) < 2:
+        raise ValueError(f"unit_percentiles must be (records >= 2, units, {len(percentiles)}), got {values.shape}")
+    median = values[:, :, percentiles.index(50.0)]
+    return median, values[:, :, percentiles.index(high)] - values[:, :, percentiles.index(low)]
+
+
 def median_drift(unit_percentiles: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
                  low: float = 15.0, high: float = 85.0) -> float:
     """How far a layer's distribution wanders during training, in units of its own spread.
@@ -232,17 +247,8 @@ def median_drift(unit_percentiles: np.ndarray, percentiles: Sequence[float] = DE
     averaged over units. unit_percentiles: (records, units, P) as a probe records them. Dividing by
     the band width makes the measure blind to a plain rescaling (BN's gamma grows during training).
     """
-    percentiles = [float(p) for p in percentiles]
-    for q in (low, 50.0, high):
-        if q not in percentiles:
-            raise ValueError(f"median_drift needs percentile {q}; recorded: {percentiles}")
-    values = np.asarray(unit_percentiles, dtype=np.float64)
-    if values.ndim != 3 or values.shape[2] != len(percentiles) or len(values) < 2:
-        raise ValueError(f"unit_percentiles must be (records >= 2, units, {len(percentiles)}), got {values.shape}")
-    median = values[:, :, percentiles.index(50.0)]
-    width = values[:, :, percentiles.index(high)] - values[:, :, percentiles.index(low)]
+    median, width = _median_and_width("median_drift", unit_percentiles, percentiles, low, high)
     return float(np.mean((median.max(0) - median.min(0)) / width.mean(0)))
-
 
 
 def median_jitter(unit_percentiles: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES,
@@ -254,16 +260,9 @@ def median_jitter(unit_percentiles: np.ndarray, percentiles: Sequence[float] = D
     target moves between two looks, what a layer chasing its input would feel (lesson 09: noisy BN
     shifts every step by a fresh random amount, plain nets move slowly).
     """
-    percentiles = [float(p) for p in percentiles]
-    for q in (low, 50.0, high):
-        if q not in percentiles:
-            raise ValueError(f"median_jitter needs percentile {q}; recorded: {percentiles}")
-    values = np.asarray(unit_percentiles, dtype=np.float64)
-    if values.ndim != 3 or values.shape[2] != len(percentiles) or len(values) < 2:
-        raise ValueError(f"unit_percentiles must be (records >= 2, units, {len(percentiles)}), got {values.shape}")
-    median = values[:, :, percentiles.index(50.0)]
-    width = values[:, :, percentiles.index(high)] - values[:, :, percentiles.index(low)]
+    median, width = _median_and_width("median_jitter", unit_percentiles, percentiles, low, high)
     return float(np.mean(np.abs(np.diff(median, axis=0)).mean(0) / width.mean(0)))
+
 
 # ----------------------------------------------------------------------------- effective sample size
 STATISTICS = ("mean", "var")

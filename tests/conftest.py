@@ -55,3 +55,11 @@ def close_figures():
     import matplotlib.pyplot as plt  # only the plotting tests pay for pyplot
 
     plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def data():
+    """lesson-scale digits (bnlab.data.digits(), seed 0), loaded once per test module; a module that
+    defines its own `data` fixture or function uses that instead."""
+    from bnlab.data import digits
+    return digits()

@@ -14,20 +14,7 @@ from bnlab.experiments import BN_RELU_GROWTH, deep_mlp, growth_factor, ioffe_fig
 from bnlab.models import conv_net, encoder_decoder, initialize, mlp
 from bnlab.train import History
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the lessons run (bnlab.setup): faster for these small nets, and on a
-    loaded 2-core machine two threads can be 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return digits()
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 # ----------------------------------------------------------------------------- data.digits

@@ -6,24 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from bnlab.data import Split, digits
+from bnlab.data import Split
 from bnlab.experiments import frozen_noise, landscape_run, linear_bn, scale_invariant_run
 from bnlab.landscape import loss_along_gradient
 from bnlab.layers import NoisyBatchNorm1d
 from bnlab.stats import median_jitter
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return digits()
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def bands(median, width):
