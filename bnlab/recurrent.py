@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import adding_problem, digit_sequences
 from .layers import BatchNorm1d
+from .norms import LayerNorm
 from .train import make_optimizer
 
 __all__ = ["LSTM", "LSTMCell", "SequenceBatchNorm", "SequenceClassifier", "SequenceRegressor",
@@ -219,7 +220,7 @@ class LSTM(nn.Module):
     'bn_input' is Laurent et al. 2016's: one `bnlab.BatchNorm1d` (norm_ih, gamma only, gamma_init
     1) on the input path, its statistics over batch and time together (all N * T pre-activations,
     their 'sequence-wise' normalization), one set of running statistics for every step.
-    'ln' is Ba et al. 2016's LayerNorm LSTM: torch.nn.LayerNorm over each path's 4H
+    'ln' is Ba et al. 2016's LayerNorm LSTM: bnlab.norms.LayerNorm (torch's, from scratch) over each path's 4H
     pre-activations (norm_ih, norm_hh, gain only, gamma_init 1) and over c_t's H values (norm_c,
     gain and bias); per example, so the same at any length and any batch size, in training and eval.
 
@@ -281,9 +282,9 @@ class LSTM(nn.Module):
         elif norm == "bn_input":
             self.norm_ih = BatchNorm1d(gates, eps=eps, momentum=momentum, bias=False, **factory)
         elif norm == "ln":
-            self.norm_ih = nn.LayerNorm(gates, eps=eps, bias=False, **factory)
-            self.norm_hh = nn.LayerNorm(gates, eps=eps, bias=False, **factory)
-            self.norm_c = nn.LayerNorm(hidden_size, eps=eps, **factory)
+            self.norm_ih = LayerNorm(gates, eps=eps, bias=False, **factory)
+            self.norm_hh = LayerNorm(gates, eps=eps, bias=False, **factory)
+            self.norm_c = LayerNorm(hidden_size, eps=eps, **factory)
         self._beyond = beyond
         self.reset_parameters()
 
