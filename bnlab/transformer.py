@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .data import _seed_pair, digits
 from .layers import BatchNorm1d, is_batchnorm
+from .models import conv_net
 from .norms import LayerNorm, RMSNorm, rms_eps
 from .recurrent import SequenceHistory, _seeded, _untouched
 from .train import make_optimizer, train_classifier
@@ -498,6 +499,22 @@ class Fluctuation:
     def layers(self) -> list[str]:
         return list(self.mean)
 
+    @property
+    def steps(self) -> np.ndarray:
+        """The training steps recorded, 1, 2, ...: the x-axis of a plot."""
+        return np.arange(1, len(next(iter(self.mean.values()), [])) + 1)
+
+    def curve(self, which: str = "mean", relative: bool = False) -> np.ndarray:
+        """One value per step, averaged over the layers: which='mean' or 'var'; relative=True
+        divides each layer's value by its i.i.d. one first."""
+        if which not in ("mean", "var"):
+            raise ValueError(f"which must be 'mean' or 'var', got {which!r}")
+        if not self.mean:
+            raise ValueError("no BN layer was recorded")
+        values = self.mean if which == "mean" else self.var
+        iid = self.iid_mean if which == "mean" else self.iid_var
+        return np.mean([values[name] / iid(name) if relative else values[name] for name in self.layers], axis=0)
+
     def iid_mean(self, layer: str) -> np.ndarray:
         return np.sqrt(2.0 / (np.pi * self.count[layer]))
 
@@ -572,10 +589,10 @@ def _channel_statistics(module: nn.Module, args):
 def cnn_fluctuation(steps: int = 300, seed: int = 0, batch_size: int = 32, lr: float = 0.1,
                     widths=(16, 32)) -> tuple[Fluctuation, object]:
     """`Fluctuation` of the BN layers of `bnlab.models.conv_net` (conv-BN-ReLU blocks of widths, on
-    the 8x8 digits images, lesson 06's CNN) trained with plain SGD at lr on the CPU. Returns
-    (Fluctuation, the `bnlab.train.History` of the run)."""
-    from .models import conv_net  # models imports variants and layers; kept local like the lesson's own import
-
+    the 8x8 digits images, lesson 06's CNN) trained with plain SGD at lr on the CPU. Each
+    statistic is over m = batch_size * 64 pixels (2048 at batch 32); batch_size=9 gives m = 576,
+    about the real tokens of a batch of 32 `padded_adding_problem` sequences (lengths 5..30), for
+    a comparison at the same m. Returns (Fluctuation, the `bnlab.train.History` of the run)."""
     data = digits(images=True)
     torch.manual_seed(seed)
     model = conv_net(1, 10, tuple(widths), norm="bn")

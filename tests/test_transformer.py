@@ -404,6 +404,11 @@ def test_fluctuation_of_a_bn_transformer_and_a_cnn():
         assert np.all(np.isfinite(f.mean[layer])) and np.all(f.var[layer] >= 0)
     # naive BN counts every position of the padded batch: 32 sequences times the longest
     assert np.all(f.count["final_norm"] % 32 == 0)
+    assert f.steps.tolist() == list(range(1, 13))
+    np.testing.assert_allclose(f.curve("var"), np.mean([f.var[layer] for layer in f.layers], axis=0))
+    np.testing.assert_allclose(f.curve("mean", relative=True)[0],
+                               np.mean([f.mean[layer][0] * math.sqrt(math.pi * f.count[layer][0] / 2)
+                                        for layer in f.layers]))
     summary = f.average(skip=2)
     assert set(summary) == {"mean", "var", "mean_vs_iid", "var_vs_iid"}
     with pytest.raises(ValueError, match="skip"):
