@@ -545,10 +545,10 @@ class _FluctuationRecorder:
     def __init__(self, layers: dict[str, nn.Module], statistics):
         self.result = Fluctuation()
         self._rows = {name: ([], [], []) for name in layers}
-        self._handles = [module.register_forward_pre_hook(self._hook(name, module, statistics))
+        self._handles = [module.register_forward_pre_hook(self._hook(name, statistics))
                          for name, module in layers.items()]
 
-    def _hook(self, name, module, statistics):
+    def _hook(self, name, statistics):
         def hook(mod, args):
             if not mod.training:
                 return
