@@ -7,6 +7,7 @@
     from bnlab import fold_batchnorm                    # merge BN into the conv before it, for inference
     from bnlab import LSTM, SequenceBatchNorm           # lesson 11: BN-, LN-LSTMs (Cooijmans et al. 2016)
     from bnlab import LayerNorm, GroupNorm, RMSNorm     # per-example norms from scratch (lesson 11), as torch's
+    from bnlab import TokenNorm, TinyTransformer        # lesson 11: LN, RMSNorm, BN over tokens in a transformer
     from bnlab import invariance_table, BA_TABLE_1      # Ba et al. 2016's Table 1, measured and as printed
     from bnlab import SyncBatchNorm, spawn              # BN over several processes (gloo on CPU), and their launcher
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
@@ -61,6 +62,7 @@ from .norms import (
 )
 from .recurrent import LSTM, SequenceBatchNorm
 from .runtime import pick_device, setup
+from .transformer import TinyTransformer, TokenNorm
 
 __version__ = "0.1.0"
 
@@ -74,6 +76,7 @@ __all__ = [
     "NoisyBatchNorm", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
     "fold_batchnorm", "count_batchnorms",
     "LSTM", "SequenceBatchNorm",
+    "TokenNorm", "TinyTransformer",
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "RMSGroupNorm",
     "WeightNormLinear", "layer_norm", "group_norm", "instance_norm", "rms_norm", "rms_group_norm",
     "invariance_table", "format_invariance_table", "BA_TABLE_1",
