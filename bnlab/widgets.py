@@ -39,6 +39,7 @@ from .train import History
 
 __all__ = ["Explorer", "ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
            "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "LossSliceExplorer", "RegularizationExplorer",
+           "SequenceExplorer", "ShardExplorer",
            "bundle", "rounded",
            "MAX_PAYLOAD_BYTES",
            # moved, re-exported for the notebooks: base_sample to bnlab.data, the others to bnlab.experiments
@@ -1084,9 +1085,10 @@ class RegularizationExplorer(Explorer):
 
 
 # ----------------------------------------------------------------------------- lesson 12
-# a colour per device (up to 12): matplotlib's tab10, then two of tab20's light shades
-DEVICE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-                 "#17becf", "#aec7e8", "#ffbb78")
+# a colour per device (up to 12): the light shades of matplotlib's tab20 (and two of tab20c), so that
+# the statistics keep the course's strong colours (BN blue for the whole batch, ghost BN navy per device)
+DEVICE_COLORS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d",
+                 "#9edae5", "#fdd0a2", "#bcbddc")
 SHARD_DEVICES = (1, 2, 3, 4, 5, 6, 8, 10, 12)   # the device counts offered, where they divide the sample
 
 
@@ -1160,7 +1162,7 @@ class ShardExplorer(Explorer):
         self.feature = "feature value" if feature is None else feature
         self.initial = {"devices": devices, "sharding": sharding, "sizes": sizes}
         super().__init__({
-            "values": values.tolist(), "labels": labels.tolist(),
+            "values": values.tolist(), "classes": labels.tolist(),
             "orders": {k: v.tolist() for k, v in self.orders.items()},
             "devices": self.devices, "shardings": list(self.SHARDINGS), "sizes": list(self.SIZES),
             "feature": self.feature, "device_colors": list(DEVICE_COLORS), "initial": self.initial, **_colors()})
@@ -1232,6 +1234,12 @@ class ShardExplorer(Explorer):
                 "within": float(weights @ variances), "between": float(weights @ (means - mu) ** 2),
                 "combined": (float(mean), float(m2) / int(total))}
 
+    def value_limits(self) -> tuple[float, float]:
+        """The strip panel's value axis: the sample's range padded by 5% below and 35% above (for the legend)."""
+        lo, hi = float(self.values.min()), float(self.values.max())
+        span = hi - lo if hi > lo else 1.0
+        return lo - 0.05 * span, hi + 0.35 * span
+
     def largest_variance(self) -> float:
         """The largest variance any setting shows, a device's or the whole batch's: the bar panel's scale."""
         return max(float(self.values.var()), *(float(self.moments(w, s, z)["variances"].max()) for w in self.devices
@@ -1256,11 +1264,11 @@ class ShardExplorer(Explorer):
         strip.axhspan(mu - var ** 0.5, mu + var ** 0.5, color=plots.COLORS["bn"], alpha=0.12, lw=0)
         strip.axhline(mu, color=plots.COLORS["bn"], lw=1.5, label="whole batch: μ_B ± σ_B (SyncBN)")
         for r, (values, _) in enumerate(self.shards(**v)):
-            strip.plot(r + 0.9 + 0.8 * _strip_jitter(len(values)), values, ".", color=DEVICE_COLORS[r], ms=3,
-                       alpha=0.7)
+            strip.plot(r + 0.9 + 0.8 * _strip_jitter(len(values)), values, ".", color=DEVICE_COLORS[r], ms=3)
             strip.errorbar(r + 1.25, m["means"][r], yerr=m["variances"][r] ** 0.5, fmt="o", color=plots.COLORS["gbn"],
                            ms=4, capsize=3, label="device: μ_r ± σ_r (per-device BN)" if r == 0 else None)
         strip.set_xlim(0.5, v["devices"] + 0.5)
+        strip.set_ylim(*self.value_limits())
         strip.set_xticks(range(1, v["devices"] + 1))
         strip.set_xlabel("device r")
         strip.set_ylabel(self.feature)
@@ -1270,7 +1278,7 @@ class ShardExplorer(Explorer):
         bars.bar(xs, m["variances"], color=DEVICE_COLORS[:v["devices"]], alpha=0.85)
         last = v["devices"] + 1.5
         bars.bar([last], [m["within"]], color=plots.COLORS["gbn"], label="Σ (n_r/N) σ²_r: per-device")
-        bars.bar([last], [m["between"]], bottom=[m["within"]], color=plots.COLORS["running"],
+        bars.bar([last], [m["between"]], bottom=[m["within"]], color=plots.COLORS["mistake"],
                  label="Σ (n_r/N)(μ_r − μ_B)²: device means")
         bars.axhline(var, color=plots.COLORS["bn"], lw=1.5, label="σ²_B of the whole batch")
         bars.set_ylim(0, 1.5 * self.largest_variance())   # as the view: room above the bars for the legend
@@ -1405,10 +1413,9 @@ class SequenceExplorer(Explorer):
         # the bins cover every step but the first where there are more: at t = 0 every a_h is 0
         first = 1 if steps > 1 else 0
         every = np.concatenate([v[first:].ravel() for v in [raw for _, raw in traces.values()] + list(x_hat.values())])
-        lo, hi = np.percentile(every, [0.5, 99.5])
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.5, hi + 0.5
-        edges = np.array(rounded(np.linspace(lo, hi, self.BINS + 1), 4))
+        # symmetric about 0, where x_hat is centred, over all but the farthest 0.2% on either side
+        reach = float(np.abs(np.percentile(every, [0.2, 99.8])).max()) or 0.5
+        edges = np.array(rounded(np.linspace(-reach, reach, self.BINS + 1), 4))
 
         def histograms(values):
             # values beyond the edges counted in the end bins: every value of the step is in the picture
@@ -1520,20 +1527,28 @@ class SequenceExplorer(Explorer):
         return int(step), variant
 
     def at_step(self, step: int, variant=None) -> dict:
-        """What the view shows at a step, from the data it gets: the histograms 'raw' (the variant's
-        a_h), 'step' and 'shared' (BN's x_hat), each (BINS,) fractions; the batch 'raw_mean',
+        """What the view shows at a step, from the data it gets: the histograms 'raw_hist' (the
+        variant's a_h), 'step_hist' and 'shared_hist' (BN's x_hat), each (BINS,) fractions; the batch 'raw_mean',
         'raw_var' (the variant's) and 'bn_mean', 'bn_var'; BN's 'running_mean', 'running_var' of the
         step (of step T - 1 beyond T: 'stats_step'), 'pooled_mean', 'pooled_var'; 'rms_step',
         'rms_shared' of x_hat; 'beyond' (t >= T)."""
         t, variant = self._index(step, variant)
         d, raw, bn = self.data, self.data["raw"][variant], self.data["bn"]
-        return {"raw": np.array(raw["hist"][t]), "step": np.array(bn["hist_step"][t]),
-                "shared": np.array(bn["hist_shared"][t]), "raw_mean": raw["mean"][t], "raw_var": raw["var"][t],
+        return {"raw_hist": np.array(raw["hist"][t]), "step_hist": np.array(bn["hist_step"][t]),
+                "shared_hist": np.array(bn["hist_shared"][t]), "raw_mean": raw["mean"][t], "raw_var": raw["var"][t],
                 "bn_mean": d["raw"]["bn"]["mean"][t], "bn_var": d["raw"]["bn"]["var"][t],
                 "running_mean": bn["running_mean"][t], "running_var": bn["running_var"][t],
                 "stats_step": min(t, self.trained_steps - 1), "pooled_mean": bn["pooled_mean"],
                 "pooled_var": bn["pooled_var"], "rms_step": bn["rms_step"][t], "rms_shared": bn["rms_shared"][t],
                 "beyond": t >= self.trained_steps}
+
+    def variance_limit(self, variant=None) -> float:
+        """The variance panel's scale for a variant (the same at every step): 1.6 times the largest value
+        of the curves it draws, room above them for the legend."""
+        key = self._index(0, variant)[1]
+        d = self.data
+        return 1.6 * max(*d["raw"][key]["var"], *d["raw"]["bn"]["var"], *d["bn"]["running_var"], d["bn"]["pooled_var"],
+                         1e-12)
 
     def title(self, step: int, variant=None) -> str:
         """The finding at a step, for the variant compared (default the initial one), as the view writes it."""
@@ -1557,10 +1572,10 @@ class SequenceExplorer(Explorer):
         fig, axes = plots.new_figure(3, width=3.6, height=3.5, pyplot=False)
         hist, curves, bars = axes
         edges = np.array(d["edges"])
-        hist.stairs(s["raw"], edges, fill=True, color=colors[variant], alpha=0.45,
+        hist.stairs(s["raw_hist"], edges, fill=True, color=colors[variant], alpha=0.45,
                     label=f"{labels[variant]}: W_hh h_(t−1)")
-        hist.stairs(s["step"], edges, color=colors["bn"], lw=1.8, label="BN-LSTM x̂, step t's statistics")
-        hist.stairs(s["shared"], edges, color=colors["running"], lw=1.5, ls="--", label="x̂, one set for all steps")
+        hist.stairs(s["step_hist"], edges, color=colors["bn"], lw=1.8, label="BN-LSTM x̂, step t's statistics")
+        hist.stairs(s["shared_hist"], edges, color=colors["running"], lw=1.5, ls="--", label="x̂, one set for all steps")
         hist.set_xlabel("W_hh h_(t−1) (filled), x̂ (lines)")
         hist.set_ylabel("fraction of values per bin")
         hist.set_title(f"At step {t}", fontsize=9)
@@ -1574,10 +1589,11 @@ class SequenceExplorer(Explorer):
         curves.axvline(t, color="k", lw=1, ls="--")
         if d["steps"] > self.trained_steps:
             curves.axvline(self.trained_steps - 0.5, color="#888", lw=1)
+        curves.set_ylim(0, self.variance_limit(variant))
         curves.set_xlabel("time step t")
         curves.set_ylabel("variance of W_hh h_(t−1) (mean over gates)")
         curves.set_title("Over time: per-step statistics follow it", fontsize=9)
-        curves.legend(fontsize=6, loc="lower right")
+        curves.legend(fontsize=6, loc="upper right")
         if self.tests:
             width = 0.8 / len(d["metrics"])
             for j, (key, values) in enumerate(d["metrics"].items()):

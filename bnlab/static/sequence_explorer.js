@@ -7,7 +7,7 @@ import { FONT, explorerFrame, modelData, table } from "./explorer.js";
 import { formatG, pyFixed } from "./bn.js";
 
 // The records of step t for a variant (a colour key in data.variants), as SequenceExplorer.at_step:
-// histograms raw (the variant's a_h), step and shared (BN's x_hat with step t's / pooled statistics),
+// histograms rawHist (the variant's a_h), stepHist and sharedHist (BN's x_hat with step t's / pooled statistics),
 // the batch mean and variance of a_h (means over the gates shown), BN's running statistics of the step
 // it uses (step T - 1 beyond T), the pooled ones and x_hat's RMS with either.
 export function sequenceAt(data, { step, variant }) {
@@ -18,7 +18,7 @@ export function sequenceAt(data, { step, variant }) {
   const raw = data.raw[variant], bn = data.bn, T = data.trained_steps;
   return {
     step, variant,
-    raw: raw.hist[step], stepHist: bn.hist_step[step], shared: bn.hist_shared[step],
+    rawHist: raw.hist[step], stepHist: bn.hist_step[step], sharedHist: bn.hist_shared[step],
     rawMean: raw.mean[step], rawVar: raw.var[step],
     bnMean: data.raw.bn.mean[step], bnVar: data.raw.bn.var[step],
     runningMean: bn.running_mean[step], runningVar: bn.running_var[step], statsStep: Math.min(step, T - 1),
@@ -89,11 +89,11 @@ function rect(ax, x0, x1, y0, y1, color, alpha) {
 
 function drawHistograms(ax, data, s) {
   const edges = data.edges;
-  const top = 1.15 * Math.max(...s.raw, ...s.stepHist, ...s.shared, 1e-3);
+  const top = 1.15 * Math.max(...s.rawHist, ...s.stepHist, ...s.sharedHist, 1e-3);
   ax.setup({ xlim: [edges[0], edges.at(-1)], ylim: [0, top], xlabel: "W_hh h_(t−1) (filled), x̂ (lines)",
              ylabel: "fraction of values per bin", title: `At step ${s.step}` });
-  ax.stairs(edges, s.raw, { color: data.colors[s.variant], alpha: 0.45 });
-  const own = stepOutline(edges, s.stepHist), shared = stepOutline(edges, s.shared);
+  ax.stairs(edges, s.rawHist, { color: data.colors[s.variant], alpha: 0.45 });
+  const own = stepOutline(edges, s.stepHist), shared = stepOutline(edges, s.sharedHist);
   ax.line(own.xs, own.ys, { color: data.colors.bn, width: 1.8 });
   ax.line(shared.xs, shared.ys, { color: data.colors.running, width: 1.5, dash: [5, 3] });
   ax.legend([{ label: `${data.labels[s.variant]}: W_hh h_(t−1)`, color: data.colors[s.variant], kind: "box" },
@@ -102,13 +102,15 @@ function drawHistograms(ax, data, s) {
             { corner: "upper left" });
 }
 
-// the variance panel's fixed scale: every curve it can draw
-export function varianceLimit(data) {
-  const all = [...data.variants.flatMap((key) => data.raw[key].var), ...data.bn.running_var, data.bn.pooled_var];
-  return 1.1 * Math.max(...all, 1e-12);
+// the variance panel's scale for a variant, the same at every step (as SequenceExplorer.variance_limit):
+// the curves it draws, with room above them for the legend
+export function varianceLimit(data, variant) {
+  const all = [...data.raw[variant].var, ...data.raw.bn.var, ...data.bn.running_var, data.bn.pooled_var];
+  return 1.6 * Math.max(...all, 1e-12);
 }
 
-function drawCurves(ax, data, s, top) {
+function drawCurves(ax, data, s) {
+  const top = varianceLimit(data, s.variant);
   const ts = Array.from({ length: data.steps }, (_, t) => t);
   ax.setup({ xlim: [0, Math.max(1, data.steps - 1)], ylim: [0, top], xlabel: "time step t",
              ylabel: "variance of W_hh h_(t−1) (mean over gates)", title: "Over time: per-step statistics follow it" });
@@ -124,7 +126,7 @@ function drawCurves(ax, data, s, top) {
   ax.vline(s.step, { color: "#000" });
   items.push({ label: "BN's running σ²_t", color: data.colors.bn, dash: [5, 3] },
              { label: "one σ² for all steps", color: data.colors.running, dash: [1.5, 2.5] });
-  ax.legend(items, { corner: "lower right" });
+  ax.legend(items, { corner: "upper right" });
 }
 
 function drawBars(ax, data, s) {
@@ -159,7 +161,6 @@ function render({ model, el }) {
   const data = modelData(model);
   const v0 = data.initial;
   const byLabel = Object.fromEntries(data.variants.map((key) => [data.labels[key], key]));
-  const top = varianceLimit(data);
   const specs = [
     { name: "step", label: "time step t", kind: "range", min: 0, max: data.steps - 1, step: 1, value: v0.step,
       main: true, width: "260px", format: (t) => String(t) },
@@ -171,7 +172,7 @@ function render({ model, el }) {
     figure.suptitle(sequenceTitle(data, s));
     const [left, middle, right] = figure.panels(3, 1, { top: 48, left: 60, gap: 20 });
     drawHistograms(left, data, s);
-    drawCurves(middle, data, s, top);
+    drawCurves(middle, data, s);
     drawBars(right, data, s);
     return sequenceReadout(data, s);
   }, { width: 1000, height: 390 });

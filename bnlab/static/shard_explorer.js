@@ -3,8 +3,8 @@
 // device's mean and variance, their plain average, the count-weighted parts of the law of total
 // variance and Chan's combine (what SyncBatchNorm computes, the whole batch's statistics exactly);
 // ShardExplorer.moments computes the same numbers.
-import { FONT, explorerFrame, modelData, paddedRange, table } from "./explorer.js";
-import { mean, pyFixed, variance } from "./bn.js";
+import { FONT, explorerFrame, modelData, table } from "./explorer.js";
+import { extent, mean, pyFixed, variance } from "./bn.js";
 
 // n_r of each shard: n / W each ("equal"), or proportional to r + 1 ("unequal"), the boundaries
 // floor(n (r + 1)(r + 2) / (W (W + 1))) as ShardExplorer.shard_sizes_for has them (integers: exact)
@@ -30,7 +30,7 @@ export function stripJitter(count) {
   return Array.from({ length: count }, (_, i) => (((i * 0.6180339887498949) % 1) - 0.5) * 0.5);
 }
 
-// The shards at the settings and their moments: per device values, labels, n_r, mu_r, sigma^2_r
+// The shards at the settings and their moments: per device values, classes, n_r, mu_r, sigma^2_r
 // (biased, BN's) and M2_r = n_r sigma^2_r; the whole batch's mu_B, sigma^2_B; the plain average
 // 1/W sum_r of mu_r and sigma^2_r; within = sum_r (n_r/N) sigma^2_r and between = sum_r (n_r/N)
 // (mu_r - mu_B)^2, which add up to sigma^2_B; and Chan's combine mu = sum_r n_r mu_r / N,
@@ -44,7 +44,7 @@ export function shardMoments(data, { devices, sharding, sizes }) {
   let start = 0;
   for (const n of counts) {
     const index = order.slice(start, start + n);
-    shards.push({ values: index.map((i) => data.values[i]), labels: index.map((i) => data.labels[i]) });
+    shards.push({ values: index.map((i) => data.values[i]), classes: index.map((i) => data.classes[i]) });
     start += n;
   }
   const means = shards.map((s) => mean(s.values));
@@ -72,8 +72,8 @@ export function shardMoments(data, { devices, sharding, sizes }) {
 
 // The classes a device holds, as the readout lists them: "3" or "0, 1, 2", else "7 classes"
 export function deviceClasses(labels) {
-  const classes = [...new Set(labels)].sort((a, b) => a - b);
-  return classes.length <= 3 ? classes.join(", ") : `${classes.length} classes`;
+  const distinct = [...new Set(labels)].sort((a, b) => a - b);
+  return distinct.length <= 3 ? distinct.join(", ") : `${distinct.length} classes`;
 }
 
 // The finding, as ShardExplorer.title writes it
@@ -101,10 +101,18 @@ export function shardReadout(m) {
     "n_r": m.counts.map(String),
     "μ_r": m.means.map(f),
     "σ²_r": m.variances.map(f),
-    "classes": m.shards.map((s) => deviceClasses(s.labels)),
+    "classes": m.shards.map((s) => deviceClasses(s.classes)),
   };
   return table(rows, ["", "mean", "variance", "of σ²_B"])
     + table(perDevice, ["device r", ...m.counts.map((_, r) => String(r + 1))]);
+}
+
+// the strip panel's value axis, as ShardExplorer.value_limits: the range padded by 5% below and 35%
+// above, where the legend goes
+export function valueLimits(values) {
+  const [lo, hi] = extent(values);
+  const span = hi > lo ? hi - lo : 1;
+  return [lo - 0.05 * span, hi + 0.35 * span];
 }
 
 // the largest variance any setting shows (a device's or the batch's): the bar panel's fixed scale
@@ -140,7 +148,7 @@ function drawStrip(ax, data, m, ylim) {
   m.shards.forEach((shard, r) => {
     const jitter = stripJitter(shard.values.length);
     ax.points(jitter.map((j) => r + 0.9 + 0.8 * j), shard.values,
-              { color: data.device_colors[r % data.device_colors.length], size: 3, alpha: 0.7 });
+              { color: data.device_colors[r % data.device_colors.length], size: 3 });
     const x = r + 1.25, sr = Math.sqrt(m.variances[r]), color = data.colors.gbn;
     ax.line([x, x], [m.means[r] - sr, m.means[r] + sr], { color, width: 1.5 });
     for (const y of [m.means[r] - sr, m.means[r] + sr]) ax.line([x - 0.08, x + 0.08], [y, y], { color, width: 1.5 });
@@ -157,7 +165,7 @@ function drawBars(ax, data, m, top) {
              ylabel: "variance σ² (feature units²)", title: "σ²_B = per-device variance + variance of the means" });
   m.variances.forEach((v, r) => rect(ax, r + 0.6, r + 1.4, 0, v, data.device_colors[r % data.device_colors.length], 0.85));
   rect(ax, sum - 0.4, sum + 0.4, 0, m.within, data.colors.gbn);
-  rect(ax, sum - 0.4, sum + 0.4, m.within, m.within + m.between, data.colors.running);
+  rect(ax, sum - 0.4, sum + 0.4, m.within, m.within + m.between, data.colors.mistake);
   ax.hline(m.global.var, { color: data.colors.bn, width: 1.5, dash: [] });
   const { ctx, box } = ax;
   ctx.save();
@@ -165,14 +173,14 @@ function drawBars(ax, data, m, top) {
   ctx.fillText("sum", ax.px(sum), box.y + box.h + 6);
   ctx.restore();
   ax.legend([{ label: "Σ (n_r/N) σ²_r: per-device", color: data.colors.gbn, kind: "box" },
-             { label: "Σ (n_r/N)(μ_r − μ_B)²: device means", color: data.colors.running, kind: "box" },
+             { label: "Σ (n_r/N)(μ_r − μ_B)²: device means", color: data.colors.mistake, kind: "box" },
              { label: "σ²_B of the whole batch", color: data.colors.bn }], { corner: "upper right" });
 }
 
 function render({ model, el }) {
   const data = modelData(model);
   const v0 = data.initial;
-  const ylim = paddedRange(data.values, 0.05);
+  const ylim = valueLimits(data.values);
   // room above the tallest bar for the legend
   const top = 1.5 * largestVariance(data);
   const specs = [
