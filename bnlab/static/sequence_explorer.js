@@ -7,9 +7,9 @@ import { FONT, explorerFrame, modelData, table } from "./explorer.js";
 import { formatG, pyFixed } from "./bn.js";
 
 // The records of step t for a variant (a colour key in data.variants), as SequenceExplorer.at_step:
-// histograms rawHist (the variant's a_h), stepHist and sharedHist (BN's x_hat with step t's / pooled statistics),
-// the batch mean and variance of a_h (means over the gates shown), BN's running statistics of the step
-// it uses (step T - 1 beyond T), the pooled ones and x_hat's RMS with either.
+// the histograms rawHist (the variant's a_h), stepHist and sharedHist (BN's x_hat with step t's and
+// with the pooled statistics), the batch mean and variance of a_h (means over the gates shown), BN's
+// running statistics of the step it uses (step T - 1 beyond T), the pooled ones and x_hat's RMS with either.
 export function sequenceAt(data, { step, variant }) {
   if (!Number.isInteger(step) || step < 0 || step >= data.steps) {
     throw new RangeError(`step ${step} is not a time step 0..${data.steps - 1}`);
