@@ -39,6 +39,7 @@ from .train import History
 
 __all__ = ["Explorer", "ForwardPlayground", "GradientCoupling", "MomentumExplorer", "ActivationExplorer",
            "GradientFlowExplorer", "SweepExplorer", "MaskExplorer", "LossSliceExplorer", "RegularizationExplorer",
+           "SequenceExplorer", "ShardExplorer",
            "bundle", "rounded",
            "MAX_PAYLOAD_BYTES",
            # moved, re-exported for the notebooks: base_sample to bnlab.data, the others to bnlab.experiments
@@ -1080,4 +1081,533 @@ class RegularizationExplorer(Explorer):
         ax.set_xlabel("batch size")
         ax.set_title(self.title(v["batch_size"], v["dropout"], v["weight_decay"]), fontsize=9)
         ax.legend(loc="best")
+        return fig
+
+
+# ----------------------------------------------------------------------------- lesson 12
+# a colour per device (up to 12): the light shades of matplotlib's tab20 (and two of tab20c), so that
+# the statistics keep the course's strong colours (BN blue for the whole batch, ghost BN navy per device)
+DEVICE_COLORS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d",
+                 "#9edae5", "#fdd0a2", "#bcbddc")
+SHARD_DEVICES = (1, 2, 3, 4, 5, 6, 8, 10, 12)   # the device counts offered, where they divide the sample
+
+
+def _strip_jitter(count: int) -> np.ndarray:
+    """Horizontal offsets in (-0.25, 0.25) device widths for a strip of `count` dots: a golden-ratio
+    sequence, spread evenly and the same on every redraw (the view's stripJitter)."""
+    return ((np.arange(count) * 0.6180339887498949) % 1.0 - 0.5) * 0.5
+
+
+class ShardExplorer(Explorer):
+    """Per-device BN is ghost BN: one feature of a fixed sample of N values split over W devices,
+    each normalizing with its own shard's statistics, against the statistics of the whole batch
+    (what SyncBatchNorm computes). Device r holds n_r values with
+
+        mu_r = mean_r x,   sigma^2_r = mean_r (x - mu_r)^2,   M2_r = n_r sigma^2_r
+
+    and the whole batch (mu_B, sigma^2_B over all N) follows from them by Chan et al.'s combine
+    (`bnlab.distributed.combine_moments`), exactly:
+
+        mu_B = sum_r n_r mu_r / N,   sigma^2_B = (sum_r M2_r + sum_r n_r (mu_r - mu_B)^2) / N
+
+    The law of total variance reads the same formula as what per-device BN misses:
+
+        sigma^2_B = sum_r (n_r / N) sigma^2_r   +   sum_r (n_r / N) (mu_r - mu_B)^2
+                    per-device variance,           the variance of the device means:
+                    averaged over the examples     ~0 for iid shards, large for non-iid ones
+
+    Controls: W (main slider: the divisors of N in SHARD_DEVICES), the sharding ('iid (shuffled)':
+    a fixed random order; 'sorted by class': the same order sorted by label, so each device sees a
+    few classes) and the shard sizes ('equal': N / W each; 'unequal': n_r proportional to r + 1,
+    boundaries floor(N (r + 1)(r + 2) / (W (W + 1)))). Consecutive shards of the ordered sample go
+    to devices 0..W-1.
+
+    values (N,), labels (N,) ints: the sample (default `digit_pixel`: one pixel of 24 digits of each
+    class). Sent once: the values (in full: the view's moments are compute()'s), labels,
+    both orders; per move the view computes every device's moments, the combine, the title and
+    the readout (shard_explorer.js), the numbers `moments` gives.
+    """
+
+    VIEW = "shard_explorer.js"
+    SHARDINGS = ("iid (shuffled)", "sorted by class")
+    SIZES = ("equal", "unequal")
+
+    def __init__(self, values=None, labels=None, devices: int = 4, sharding: str = "sorted by class",
+                 sizes: str = "equal", seed: int = 0, feature: str | None = None):
+        if (values is None) != (labels is None):
+            raise ValueError("give both values and labels (one class label per value), or neither for the digits pixel")
+        if values is None:
+            values, labels, default_feature = self.digit_pixel(seed=seed)
+            feature = default_feature if feature is None else feature
+        values = np.asarray(values, dtype=np.float64)
+        labels = np.asarray(labels)
+        if values.ndim != 1 or labels.shape != values.shape:
+            raise ValueError(f"values and labels must be 1-D of the same length, got shapes {values.shape} and "
+                             f"{labels.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError("values must be finite: a NaN or inf has no mean")
+        whole = labels.dtype.kind == "f" and np.array_equal(labels, np.round(labels))
+        if labels.dtype.kind not in "iu" and not whole:
+            raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
+        labels = labels.astype(np.int64)
+        self.values, self.labels = values, labels
+        self.devices = [w for w in SHARD_DEVICES if len(values) % w == 0
+                        and min(self.shard_sizes_for(len(values), w, "unequal")) >= 2]
+        if len(self.devices) < 2:
+            raise ValueError(f"{len(values)} values split into no device count of {SHARD_DEVICES} but 1 with at least "
+                             "2 values per shard: give a sample whose size has divisors there (e.g. 240)")
+        self._check(devices, sharding, sizes)
+        iid = np.random.default_rng(seed).permutation(len(values))
+        self.orders = {"iid (shuffled)": iid, "sorted by class": iid[np.argsort(labels[iid], kind="stable")]}
+        self.feature = "feature value" if feature is None else feature
+        self.initial = {"devices": devices, "sharding": sharding, "sizes": sizes}
+        super().__init__({
+            "values": values.tolist(), "classes": labels.tolist(),
+            "orders": {k: v.tolist() for k, v in self.orders.items()},
+            "devices": self.devices, "shardings": list(self.SHARDINGS), "sizes": list(self.SIZES),
+            "feature": self.feature, "device_colors": list(DEVICE_COLORS), "initial": self.initial, **_colors()})
+
+    @staticmethod
+    def digit_pixel(pixel: tuple[int, int] = (2, 5), per_class: int = 24, seed: int = 0):
+        """(values (10 per_class,), labels, a label for the axis): pixel (row, column) of the first
+        per_class training digits of each class in `bnlab.data.digits(seed=seed)`, in [0, 1]. The
+        default, upper right of the centre, is empty in 5s and 6s and inked in most other digits: a
+        feature whose mean depends on the class (the class means hold about half its variance)."""
+        from .data import digits
+
+        row, col = pixel
+        if not (0 <= row < 8 and 0 <= col < 8):
+            raise ValueError(f"pixel must be (row, column) in 0..7, got {pixel!r}")
+        data = digits(seed=seed)
+        x, y = data.x_train.numpy().astype(np.float64), data.y_train.numpy()
+        chosen = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
+        if len(chosen) != 10 * per_class:
+            raise ValueError(f"per_class={per_class}: some class has fewer training digits")
+        return x[chosen, 8 * row + col], y[chosen], f"digit pixel (row {row}, column {col}), ink in [0, 1]"
+
+    @staticmethod
+    def shard_sizes_for(n: int, devices: int, sizes: str) -> list[int]:
+        """n_r of each of `devices` shards of n values: equal, or proportional to r + 1 (unequal)."""
+        if sizes == "equal":
+            if n % devices:
+                raise ValueError(f"{n} values do not split into {devices} equal shards")
+            return [n // devices] * devices
+        if sizes != "unequal":
+            raise ValueError(f"sizes must be one of {list(ShardExplorer.SIZES)}, got {sizes!r}")
+        bounds = [0] + [n * (r + 1) * (r + 2) // (devices * (devices + 1)) for r in range(devices)]
+        return [b - a for a, b in zip(bounds, bounds[1:])]
+
+    def _check(self, devices, sharding, sizes) -> None:
+        for name, value, options in (("devices", devices, self.devices), ("sharding", sharding, self.SHARDINGS),
+                                     ("sizes", sizes, self.SIZES)):
+            if value not in options:
+                raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+
+    def shards(self, devices: int, sharding: str, sizes: str = "equal") -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(values, labels) of device r for r in 0..devices-1]: consecutive pieces of the ordered sample."""
+        self._check(devices, sharding, sizes)
+        order = self.orders[sharding]
+        bounds = np.cumsum([0, *self.shard_sizes_for(len(order), devices, sizes)])
+        return [(self.values[order[a:b]], self.labels[order[a:b]]) for a, b in zip(bounds, bounds[1:])]
+
+    def moments(self, devices: int, sharding: str, sizes: str = "equal") -> dict:
+        """What the view computes per move: per device counts, means, variances (biased, BN's), m2s
+        (each (W,)); 'global' (mean, var) of all N values; 'plain_average' (mean, var): 1/W sum_r of
+        mu_r and sigma^2_r; 'within' sum_r (n_r / N) sigma^2_r and 'between' sum_r (n_r / N)
+        (mu_r - mu_B)^2 (they add up to sigma^2_B); 'combined' (mean, var): `combine_moments` of
+        (n_r, mu_r, M2_r), which is the global one."""
+        import torch
+
+        from .distributed import combine_moments
+
+        parts = self.shards(devices, sharding, sizes)
+        counts = np.array([len(v) for v, _ in parts])
+        means = np.array([v.mean() for v, _ in parts])
+        variances = np.array([v.var() for v, _ in parts])
+        m2s = counts * variances
+        total, mean, m2 = combine_moments(torch.as_tensor(counts), torch.as_tensor(means), torch.as_tensor(m2s))
+        weights = counts / counts.sum()
+        mu = float(self.values.mean())
+        return {"counts": counts, "means": means, "variances": variances, "m2s": m2s,
+                "global": (mu, float(self.values.var())),
+                "plain_average": (float(means.mean()), float(variances.mean())),
+                "within": float(weights @ variances), "between": float(weights @ (means - mu) ** 2),
+                "combined": (float(mean), float(m2) / int(total))}
+
+    def value_limits(self) -> tuple[float, float]:
+        """The strip panel's value axis: the sample's range padded by 5% below and 35% above (for the legend)."""
+        lo, hi = float(self.values.min()), float(self.values.max())
+        span = hi - lo if hi > lo else 1.0
+        return lo - 0.05 * span, hi + 0.35 * span
+
+    def largest_variance(self) -> float:
+        """The largest variance any setting shows, a device's or the whole batch's: the bar panel's scale."""
+        return max(float(self.values.var()), *(float(self.moments(w, s, z)["variances"].max()) for w in self.devices
+                                                for s in self.SHARDINGS for z in self.SIZES))
+
+    def title(self, devices: int, sharding: str, sizes: str = "equal") -> str:
+        """The finding the view writes over the figure."""
+        if devices == 1:
+            return "1 device: its shard is the whole batch, so per-device BN is global BN"
+        m = self.moments(devices, sharding, sizes)
+        var = m["global"][1]
+        return (f"{devices} {sizes} shards, {sharding}: per-device BN normalizes with {100 * m['within'] / var:.0f}% "
+                f"of the batch variance; the spread of the device means is the other {100 * m['between'] / var:.0f}%")
+
+    def figure(self, **settings):
+        """The first picture (or other settings'), with matplotlib, from the sample the view gets."""
+        v = {**self.initial, **settings}
+        m = self.moments(**v)
+        fig, axes = plots.new_figure(2, width=4.8, height=3.6, pyplot=False)
+        strip, bars = axes
+        mu, var = m["global"]
+        strip.axhspan(mu - var ** 0.5, mu + var ** 0.5, color=plots.COLORS["bn"], alpha=0.12, lw=0)
+        strip.axhline(mu, color=plots.COLORS["bn"], lw=1.5, label="whole batch: μ_B ± σ_B (SyncBN)")
+        for r, (values, _) in enumerate(self.shards(**v)):
+            strip.plot(r + 0.9 + 0.8 * _strip_jitter(len(values)), values, ".", color=DEVICE_COLORS[r], ms=3)
+            strip.errorbar(r + 1.25, m["means"][r], yerr=m["variances"][r] ** 0.5, fmt="o", color=plots.COLORS["gbn"],
+                           ms=4, capsize=3, label="device: μ_r ± σ_r (per-device BN)" if r == 0 else None)
+        strip.set_xlim(0.5, v["devices"] + 0.5)
+        strip.set_ylim(*self.value_limits())
+        strip.set_xticks(range(1, v["devices"] + 1))
+        strip.set_xlabel("device r")
+        strip.set_ylabel(self.feature)
+        strip.legend(loc="upper right", fontsize=7)
+        strip.set_title("Each device's shard and its statistics", fontsize=9)
+        xs = np.arange(1, v["devices"] + 1)
+        bars.bar(xs, m["variances"], color=DEVICE_COLORS[:v["devices"]], alpha=0.85)
+        last = v["devices"] + 1.5
+        bars.bar([last], [m["within"]], color=plots.COLORS["gbn"], label="Σ (n_r/N) σ²_r: per-device")
+        bars.bar([last], [m["between"]], bottom=[m["within"]], color=plots.COLORS["mistake"],
+                 label="Σ (n_r/N)(μ_r − μ_B)²: device means")
+        bars.axhline(var, color=plots.COLORS["bn"], lw=1.5, label="σ²_B of the whole batch")
+        bars.set_ylim(0, 1.5 * self.largest_variance())   # as the view: room above the bars for the legend
+        bars.set_xticks([*xs, last], [str(x) for x in xs] + ["sum"])
+        bars.set_xlabel("device r")
+        bars.set_ylabel("variance σ² (feature units²)")
+        bars.legend(loc="upper right", fontsize=7)
+        bars.set_title("σ²_B = per-device variance + variance of the means", fontsize=9)
+        fig.suptitle(self.title(**v), fontsize=9)
+        return fig
+
+
+# ----------------------------------------------------------------------------- lesson 11
+# bnlab.recurrent's norms as colour keys; 'bn_input' has no variant in bnlab.variants, so it is drawn
+# in a lighter shade of BN's blue
+SEQUENCE_KEYS = {None: "plain", "bn": "bn", "bn_input": "bn_input", "ln": "ln"}
+SEQUENCE_LABELS = {"plain": "without BN", "bn": "BN-LSTM", "bn_input": "BN on the input only", "ln": "LN-LSTM"}
+SEQUENCE_GATES = ("i", "f", "g", "o")
+
+
+def _sequence_key(norm) -> str:
+    """The colour key of a bnlab.recurrent norm name (None, 'bn', 'bn_input', 'ln'; 'plain' for None)."""
+    if norm == "plain":
+        return "plain"
+    if isinstance(norm, (str, type(None))) and norm in SEQUENCE_KEYS:
+        return SEQUENCE_KEYS[norm]
+    raise ValueError(f"unknown LSTM variant {norm!r}: expected one of {list(SEQUENCE_KEYS)} (bnlab.recurrent.NORMS)")
+
+
+def _plus_zero(values, digits: int) -> list:
+    # rounded, and -0.0 made 0.0: the titles must not print "-0" where the view prints "0"
+    return (np.asarray(rounded(values, digits), dtype=np.float64) + 0.0).tolist()
+
+
+def _hidden_preactivations(model, x):
+    """(the LSTM in model, its hidden-path pre-activations a_h = W_hh h_{t-1} at every step, (T, N, 4H)
+    float64) on x, in eval mode (as at test time) without gradients; running statistics and modes are
+    left as they were."""
+    import torch
+
+    from .recurrent import _find_lstm, _untouched
+
+    lstm = _find_lstm(model)
+    weight = lstm.weight_ih_l0
+    x = torch.as_tensor(x).to(device=weight.device, dtype=weight.dtype)
+    with _untouched(lstm):
+        lstm.eval()
+        x_first, hx, _ = lstm._batch_first_input(x, None)
+        trace: dict = {}
+        lstm._run(x_first, hx, None, trace=trace)
+    return lstm, torch.stack(trace["hidden"]).double().cpu().numpy()
+
+
+class SequenceExplorer(Explorer):
+    """Why a BN-LSTM keeps statistics per time step (Cooijmans et al. 2016). The hidden path's
+    pre-activations a_h,t = W_hh h_{t-1} start at 0 (h_0 = 0) and their distribution changes over the
+    first steps; BN_t normalizes them with step t's own statistics,
+
+        x_hat_t = (a_h,t - mu_t) / sqrt(sigma^2_t + eps)     (eval: steps[t]'s running mu_t, sigma^2_t)
+
+    while one set of statistics for all steps would use the pooled ones of the trained steps
+    t < T (the law of total variance over steps):
+
+        mu = mean_t mu_t,   sigma^2 = mean_t (sigma^2_t + (mu_t - mu)^2)
+
+    Steps t >= T (longer test sequences) use step T - 1's statistics (beyond='last').
+    Main slider: the step t; select: the variant whose a_h (before any norm) the panels compare.
+    Panels: at step t, the histogram of a_h of the chosen units' four gates for that variant (filled)
+    and of the BN-LSTM's x_hat with per-step and with pooled statistics (lines); over t, the variance
+    of a_h (mean over those gates) of the variant and of the BN-LSTM, with the BN-LSTM's per-step
+    running variance and the pooled one; and each variant's test metric at each test set (lengths).
+
+    models: {norm: model}, norm in bnlab.recurrent.NORMS (None or 'plain', 'bn', 'bn_input', 'ln'),
+    each an `LSTM` of that norm or a model holding one (SequenceRegressor, SequenceClassifier); 'bn'
+    is needed. x: (N, T_x, I) test sequences, N >= 2, run through every model in eval mode; T_x may
+    exceed the BN-LSTM's max_steps T. metrics: {norm: {test name: final metric}} (optional), e.g.
+    {'bn': {'length 20': 0.01, ...}}; metric names its kind. units: the hidden units whose gates
+    (i, f, g, o: features g H + u) are shown (default: all of them). `from_runs` takes what bnlab.recurrent's training
+    helpers return.
+
+    Sent once, per variant and step: a_h's histogram (BINS fixed bins over every step, values beyond
+    them counted in the end bins, fractions to 3 digits) and its mean and variance over the batch
+    (means over the gates shown, 6 digits); for the BN-LSTM also its running statistics per step, the
+    pooled ones, and x_hat's histograms and RMS with either. The view picks the step's.
+    """
+
+    VIEW = "sequence_explorer.js"
+    BINS = 32
+
+    def __init__(self, models: dict, x, metrics: dict | None = None, metric: str = "test MSE",
+                 chance: float | None = None, chance_label: str = "chance", units=None, step: int | None = None,
+                 variant=None):
+        import torch
+
+        if not models:
+            raise ValueError("models is empty: give {norm: model} with a BN-LSTM under 'bn' (None: the plain one)")
+        keyed = {}
+        for norm, model in models.items():
+            key = _sequence_key(norm)
+            if key in keyed:
+                raise ValueError(f"models has two entries for variant {key!r}")
+            keyed[key] = model
+        if "bn" not in keyed:
+            raise ValueError(f"models needs a BN-LSTM under 'bn' (LSTM(norm='bn') or a model holding one), "
+                             f"got {list(models)}")
+        x = torch.as_tensor(x)
+        if x.dim() != 3 or len(x) < 2:
+            raise ValueError(f"x must be (N, T, I) test sequences with N >= 2 (a batch has a variance), got shape "
+                             f"{tuple(x.shape)}")
+        if units is not None:
+            units = [units] if isinstance(units, (int, np.integer)) else list(units)
+            if not units or len(set(units)) < len(units):
+                raise ValueError(f"units must be distinct hidden units (or None: all of them), got {units!r}")
+        traces = {}
+        for key, model in keyed.items():
+            lstm = self._lstm(key, model, x.shape[1])
+            features = self._features(lstm.hidden_size, units)
+            traces[key] = (lstm, _hidden_preactivations(model, x)[1][:, :, features])
+        bn, raw_bn = traces["bn"]
+        self.trained_steps = T = bn.max_steps
+        steps = raw_bn.shape[0]
+        eps = bn.norm_hh.eps
+        # step t's statistics, beyond T those of step T - 1 (beyond='last')
+        stats = [bn.norm_hh.step_norm(t) for t in range(max(steps, T))]
+        features = self._features(bn.hidden_size, units)
+        running_mean = np.stack([s.running_mean.double().cpu().numpy()[features] for s in stats])
+        running_var = np.stack([s.running_var.double().cpu().numpy()[features] for s in stats])
+        pooled_mean = running_mean[:T].mean(0)
+        pooled_var = (running_var[:T] + (running_mean[:T] - pooled_mean) ** 2).mean(0)
+        x_hat = {"step": (raw_bn - running_mean[:steps, None]) / np.sqrt(running_var[:steps, None] + eps),
+                 "shared": (raw_bn - pooled_mean) / np.sqrt(pooled_var + eps)}
+        # the bins cover every step but the first where there are more: at t = 0 every a_h is 0
+        first = 1 if steps > 1 else 0
+        every = np.concatenate([v[first:].ravel() for v in [raw for _, raw in traces.values()] + list(x_hat.values())])
+        # symmetric about 0, where x_hat is centred, over all but the farthest 0.2% on either side
+        reach = float(np.abs(np.percentile(every, [0.2, 99.8])).max()) or 0.5
+        edges = np.array(rounded(np.linspace(-reach, reach, self.BINS + 1), 4))
+
+        def histograms(values):
+            # values beyond the edges counted in the end bins: every value of the step is in the picture
+            clipped = np.clip(values, edges[0], edges[-1])
+            return [_plus_zero(np.histogram(v.ravel(), edges)[0] / v.size, 3) for v in clipped]
+
+        metrics = {} if metrics is None else metrics
+        tests = list(next(iter(metrics.values()))) if metrics else []
+        sent_metrics = {}
+        for norm_name, by_test in metrics.items():
+            key = _sequence_key(norm_name)
+            if list(by_test) != tests:
+                raise ValueError(f"every variant needs the same test sets: {norm_name!r} has {list(by_test)}, "
+                                 f"the first {tests}")
+            values = [float(v) for v in by_test.values()]
+            if not all(np.isfinite(values)):
+                raise ValueError(f"metrics of {norm_name!r} must be finite numbers, got {values}")
+            sent_metrics[key] = _plus_zero(values, 6)
+        variant = next(iter(k for k in keyed if k != "bn"), "bn") if variant is None else _sequence_key(variant)
+        if variant not in keyed:
+            raise ValueError(f"variant must be one of the models' {list(keyed)}, got {variant!r}")
+        step = min(1, steps - 1) if step is None else step
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < steps:
+            raise ValueError(f"step must be a time step 0..{steps - 1} of x, got {step!r}")
+        self.variants, self.tests, self.units = list(keyed), tests, None if units is None else [int(u) for u in units]
+        self.initial = {"step": int(step), "variant": variant}
+        colors = {**_colors()["colors"], "bn_input": matplotlib.colors.to_hex(plots.shades("bn", 3)[0])}
+        super().__init__({
+            "steps": steps, "trained_steps": T, "eps": eps, "units": self.units, "gates": list(SEQUENCE_GATES),
+            "hidden_size": bn.hidden_size,
+            "edges": edges.tolist(), "variants": self.variants,
+            "raw": {key: {"hist": histograms(raw), "mean": _plus_zero(raw.mean(1).mean(-1), 6),
+                          "var": _plus_zero(raw.var(1).mean(-1), 6)} for key, (_, raw) in traces.items()},
+            "bn": {"running_mean": _plus_zero(running_mean[:steps].mean(-1), 6),
+                   "running_var": _plus_zero(running_var[:steps].mean(-1), 6),
+                   "pooled_mean": _plus_zero(pooled_mean.mean(), 6), "pooled_var": _plus_zero(pooled_var.mean(), 6),
+                   "hist_step": histograms(x_hat["step"]), "hist_shared": histograms(x_hat["shared"]),
+                   "rms_step": _plus_zero(np.sqrt((x_hat["step"] ** 2).mean((1, 2))), 6),
+                   "rms_shared": _plus_zero(np.sqrt((x_hat["shared"] ** 2).mean((1, 2))), 6)},
+            "tests": tests, "metrics": sent_metrics, "metric": metric,
+            "chance": None if chance is None else float(chance), "chance_label": chance_label,
+            "initial": self.initial, "colors": colors, "labels": dict(SEQUENCE_LABELS)})
+
+    @staticmethod
+    def _features(hidden_size: int, units) -> list[int]:
+        """The features g H + u of the gates g = i, f, g, o of the units shown (None: all)."""
+        units = range(hidden_size) if units is None else units
+        bad = [u for u in units
+               if isinstance(u, bool) or not isinstance(u, (int, np.integer)) or not 0 <= u < hidden_size]
+        if bad:
+            raise ValueError(f"units must be hidden units 0..{hidden_size - 1} of every LSTM, got {bad[0]!r}")
+        return [g * hidden_size + int(u) for g in range(4) for u in units]
+
+    @staticmethod
+    def _lstm(key, model, length):
+        from .recurrent import _find_lstm
+
+        lstm = _find_lstm(model)     # a ValueError names a model without one
+        if SEQUENCE_KEYS.get(lstm.norm) != key:
+            raise ValueError(f"models[{key!r}] holds an LSTM with norm={lstm.norm!r}")
+        if key == "bn" and lstm.beyond == "none" and length > lstm.max_steps:
+            raise ValueError(f"x has {length} steps, more than the BN-LSTM's max_steps={lstm.max_steps}, and its "
+                             "beyond='none': set model beyond='last' (the last step's statistics) or give shorter x")
+        return lstm
+
+    @classmethod
+    def from_runs(cls, runs: dict, x=None, n: int = 256, seed: int = 0, **kwargs) -> "SequenceExplorer":
+        """The explorer of trained runs: {norm: SequenceHistory} as `bnlab.recurrent.train_adding_problem`
+        or `train_digit_sequences` return them (each holds its model), e.g. for norm in NORMS. The
+        bars are each history's last evaluation of every test set. x: the test sequences to measure
+        on; for the adding problem (test sets 'length L') by default n fresh ones of the training
+        length T, the BN-LSTM's max_steps (`bnlab.data.adding_problem(n, T, seed, 'test')`: longer ones
+        place the first marker over a longer first half, so their per-step statistics are not the
+        trained ones), and the chance line at the MSE 1/6 of always answering 1. kwargs go to the
+        constructor (units=, step=, variant=)."""
+        from .data import adding_problem
+        from .recurrent import SequenceHistory, _find_lstm
+
+        if not runs:
+            raise ValueError("runs is empty: give {norm: SequenceHistory} with a 'bn' run")
+        for norm, history in runs.items():
+            if not isinstance(history, SequenceHistory) or history.model is None:
+                raise ValueError(f"runs[{norm!r}] must be a SequenceHistory holding its model (as "
+                                 f"train_adding_problem returns it), got {type(history).__name__}")
+        first = next(iter(runs.values()))
+        tests = list(first.metrics)
+        metrics = {norm: {name: h.final(name) for name in tests} for norm, h in runs.items()}
+        metric = "test MSE" if first.metric == "mse" else f"test {first.metric}"
+        if x is None:
+            lengths = [re.fullmatch(r"length (\d+)", name) for name in tests]
+            if not tests or not all(lengths):
+                raise ValueError(f"give x, the test sequences to measure on: these runs' test sets {tests} are not "
+                                 "the adding problem's 'length L'")
+            # at the training length T: the adding problem spreads its first marker over the first half
+            # of a sequence, so longer sequences have other statistics at every step than the trained ones
+            trained = _find_lstm(runs["bn"].model).max_steps if "bn" in runs else min(int(m[1]) for m in lengths)
+            x = adding_problem(n, trained, seed, "test")[0]
+            if first.metric == "mse":
+                kwargs.setdefault("chance", 1 / 6)
+                kwargs.setdefault("chance_label", "always answering 1")
+        return cls({norm: h.model for norm, h in runs.items()}, x, metrics, metric=metric, **kwargs)
+
+    def _index(self, step: int, variant=None) -> tuple[int, str]:
+        variant = self.initial["variant"] if variant is None else _sequence_key(variant)
+        if variant not in self.variants:
+            raise ValueError(f"variant must be one of {self.variants}, got {variant!r}")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < self.data["steps"]:
+            raise ValueError(f"step must be a time step 0..{self.data['steps'] - 1}, got {step!r}")
+        return int(step), variant
+
+    def at_step(self, step: int, variant=None) -> dict:
+        """What the view shows at a step, from the data it gets: the histograms 'raw_hist' (the
+        variant's a_h), 'step_hist' and 'shared_hist' (BN's x_hat), each (BINS,) fractions; the batch 'raw_mean',
+        'raw_var' (the variant's) and 'bn_mean', 'bn_var'; BN's 'running_mean', 'running_var' of the
+        step (of step T - 1 beyond T: 'stats_step'), 'pooled_mean', 'pooled_var'; 'rms_step',
+        'rms_shared' of x_hat; 'beyond' (t >= T)."""
+        t, variant = self._index(step, variant)
+        d, raw, bn = self.data, self.data["raw"][variant], self.data["bn"]
+        return {"raw_hist": np.array(raw["hist"][t]), "step_hist": np.array(bn["hist_step"][t]),
+                "shared_hist": np.array(bn["hist_shared"][t]), "raw_mean": raw["mean"][t], "raw_var": raw["var"][t],
+                "bn_mean": d["raw"]["bn"]["mean"][t], "bn_var": d["raw"]["bn"]["var"][t],
+                "running_mean": bn["running_mean"][t], "running_var": bn["running_var"][t],
+                "stats_step": min(t, self.trained_steps - 1), "pooled_mean": bn["pooled_mean"],
+                "pooled_var": bn["pooled_var"], "rms_step": bn["rms_step"][t], "rms_shared": bn["rms_shared"][t],
+                "beyond": t >= self.trained_steps}
+
+    def variance_limit(self, variant=None) -> float:
+        """The variance panel's scale for a variant (the same at every step): 1.6 times the largest value
+        of the curves it draws, room above them for the legend."""
+        key = self._index(0, variant)[1]
+        d = self.data
+        return 1.6 * max(*d["raw"][key]["var"], *d["raw"]["bn"]["var"], *d["bn"]["running_var"], d["bn"]["pooled_var"],
+                         1e-12)
+
+    def title(self, step: int, variant=None) -> str:
+        """The finding at a step, for the variant compared (default the initial one), as the view writes it."""
+        s = self.at_step(step, variant)
+        T, key = self.trained_steps, self._index(step, variant)[1]
+        if step == 0:
+            return "Step 0: h_0 = 0, so W_hh h_(t−1) is 0 in every sequence: nothing to normalize yet"
+        where = f"Step {step} (beyond the {T} trained steps)" if s["beyond"] else f"Step {step}"
+        last = self.data["raw"][key]["var"][min(T, self.data["steps"]) - 1]
+        drift = (f"{self.data['labels'][key]}, Var W_hh h_(t−1) is {100 * s['raw_var'] / last:.0f}% of step "
+                 f"{min(T, self.data['steps']) - 1}'s; " if last > 0 else "")
+        return (f"{where}: {drift}BN's step-{s['stats_step']} statistics give x̂ an RMS of {s['rms_step']:.2f} "
+                f"(one set for all steps: {s['rms_shared']:.2f})")
+
+    def figure(self, step: int | None = None, variant=None):
+        """The first picture (or another step's or variant's), with matplotlib, from the data the view gets."""
+        step = self.initial["step"] if step is None else step
+        t, variant = self._index(step, variant)
+        s, d = self.at_step(t, variant), self.data
+        colors, labels = d["colors"], d["labels"]
+        fig, axes = plots.new_figure(3, width=3.6, height=3.5, pyplot=False)
+        hist, curves, bars = axes
+        edges = np.array(d["edges"])
+        hist.stairs(s["raw_hist"], edges, fill=True, color=colors[variant], alpha=0.45,
+                    label=f"{labels[variant]}: W_hh h_(t−1)")
+        hist.stairs(s["step_hist"], edges, color=colors["bn"], lw=1.8, label="BN-LSTM x̂, step t's statistics")
+        hist.stairs(s["shared_hist"], edges, color=colors["running"], lw=1.5, ls="--", label="x̂, one set for all steps")
+        hist.set_xlabel("W_hh h_(t−1) (filled), x̂ (lines)")
+        hist.set_ylabel("fraction of values per bin")
+        hist.set_title(f"At step {t}", fontsize=9)
+        hist.legend(fontsize=6, loc="upper left")
+        ts = np.arange(d["steps"])
+        curves.plot(ts, d["raw"][variant]["var"], color=colors[variant], lw=1.6, label=labels[variant])
+        if variant != "bn":
+            curves.plot(ts, d["raw"]["bn"]["var"], color=colors["bn"], lw=1.6, label=labels["bn"])
+        curves.plot(ts, d["bn"]["running_var"], color=colors["bn"], lw=1.2, ls="--", label="BN's running σ²_t")
+        curves.axhline(d["bn"]["pooled_var"], color=colors["running"], lw=1.2, ls=":", label="one σ² for all steps")
+        curves.axvline(t, color="k", lw=1, ls="--")
+        if d["steps"] > self.trained_steps:
+            curves.axvline(self.trained_steps - 0.5, color="#888", lw=1)
+        curves.set_ylim(0, self.variance_limit(variant))
+        curves.set_xlabel("time step t")
+        curves.set_ylabel("variance of W_hh h_(t−1) (mean over gates)")
+        curves.set_title("Over time: per-step statistics follow it", fontsize=9)
+        curves.legend(fontsize=6, loc="upper right")
+        if self.tests:
+            width = 0.8 / len(d["metrics"])
+            for j, (key, values) in enumerate(d["metrics"].items()):
+                xs = np.arange(len(self.tests)) - 0.4 + width * (j + 0.5)
+                bars.bar(xs, values, width, color=colors[key], alpha=0.95 if key == variant else 0.45,
+                         label=labels[key])
+            if d["chance"] is not None:
+                bars.axhline(d["chance"], color="k", lw=1, ls=":", label=d["chance_label"])
+            bars.set_xticks(range(len(self.tests)), self.tests)
+            bars.set_ylabel(d["metric"])
+            bars.set_ylim(0, 1.6 * max([*itertools.chain(*d["metrics"].values()), d["chance"] or 0, 1e-12]))
+            bars.legend(fontsize=6, loc="upper left")
+            bars.set_title(f"{d['metric']}, trained on {self.trained_steps} steps", fontsize=9)
+        else:
+            plots.plot_message(bars, "no test metrics given")
+        fig.suptitle(self.title(t, variant), fontsize=9)
         return fig
