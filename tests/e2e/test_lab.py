@@ -38,6 +38,7 @@ LESSONS = {
     "08_small_batches.ipynb": ["SweepExplorer"],
     "09_why_bn_works.ipynb": ["LossSliceExplorer"],
     "10_regularization.ipynb": ["RegularizationExplorer"],
+    "11_recurrent_and_beyond.ipynb": ["SequenceExplorer"],
 }
 
 # Moves the main slider of one explorer through `moves` positions spread over its range (ending on
