@@ -890,11 +890,11 @@ def example_weighting_run(seed: int = 0, train_spread: float = 0.0, alphas=EXAMP
 # BN's statistics when a batch is spread over devices. In-process: per-device BN is ghost BN, the
 # law of total variance across shards, gradient accumulation, the bytes SyncBatchNorm adds. In real
 # processes (bnlab.distributed.spawn, gloo): lesson 08's conv net trained data-parallel with per-device
-# BN or SyncBatchNorm. Calibrated on 2 cores: SyncBN's 6 collectives a step (3 BN layers) cost ~40 ms
-# a step at W = 4 (4 processes on 2 cores) against ~10 ms without, so the batch-2 setting trains
-# 1 epoch (157 steps, as single-process batch 8 does); the batch-16 setting 3 epochs (117 steps).
+# BN or SyncBatchNorm, settings (W ranks, per-device batch b, epochs). Calibrated on 2 cores, where
+# SyncBN's 6 collectives a step (3 BN layers) cost ~40 ms a step at W = 4 (4 processes on 2 cores)
+# against ~12 ms without: the batch-2 setting trains 1 epoch (157 steps), the batch-16 one 2 (78 steps).
 DEVICES = dict(widths=SMALL_BATCH["widths"], hidden=SMALL_BATCH["hidden"], lr_per_32=SMALL_BATCH["lr_per_32"],
-               momentum=SMALL_BATCH["momentum"], settings=((4, 2, 1), (2, 16, 3)), seeds=(0, 1, 2))
+               momentum=SMALL_BATCH["momentum"], settings=((4, 2, 1), (2, 16, 2)), seeds=(0, 1, 2))
 DEVICE_ORDERS = ("iid", "sorted")
 __all__ += ["DEVICES", "DEVICE_ORDERS", "DeviceSplit", "simulate_devices", "DeviceStatistics", "device_statistics",
             "DevicesRun", "devices_runs", "devices_run", "devices_grid", "resnet50_counts", "RESNET50",
@@ -907,7 +907,7 @@ def _device_shards(x: torch.Tensor, world_size: int | None, sizes, order: str, l
         raise ValueError(f"x must be a tensor (N, C, *spatial), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     if (world_size is None) == (sizes is None):
-        raise ValueError("give world_size (equal shards) or sizes (one shard size per device), not both")
+        raise ValueError("give one of world_size (equal shards) or sizes (one shard size per device), not both")
     if world_size is not None:
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"world_size must be a positive int, got {world_size!r}")
@@ -1013,7 +1013,8 @@ class DeviceStatistics:
         naive_var        naive_within + mean_r (mu_r - naive_mean)^2: total variance without the counts
     and mean (C,), mu_B. var = within + between exactly (the law of total variance): averaging the
     devices' variances misses `between`, the spread of their means, which class-sorted shards make
-    large. The naive estimates weigh every device alike: wrong as soon as the shards differ in size.
+    large. The naive estimates weigh every device alike: wrong as soon as the shards differ in size
+    (and in their statistics).
     """
 
     sizes: list[int]
@@ -1103,6 +1104,8 @@ def _devices_config(config: dict, num_train: int) -> dict:
     for name, value in (("world_size", w), ("per_device_batch", b)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(config.get("seed", 0), bool) or not isinstance(config.get("seed", 0), int):
+        raise ValueError(f"seed must be an int, got {config['seed']!r}")
     if w * b < 2:
         raise ValueError("BN needs a global batch of at least 2 examples (world_size * per_device_batch)")
     if w * b > num_train:
@@ -1158,7 +1161,10 @@ def devices_run(world_size: int, per_device_batch: int, sync: bool, seed: int = 
                 steps: int | None = None, data: Split | None = None, timeout: float = 600) -> DevicesRun:
     """One config of `devices_runs`, in a spawn of its own (a lesson batches several instead)."""
     config = dict(world_size=world_size, per_device_batch=per_device_batch, sync=sync, seed=seed)
-    config.update(steps=steps) if steps is not None else config.update(epochs=epochs)
+    if steps is None:
+        config["epochs"] = epochs
+    else:
+        config["steps"] = steps
     return devices_runs([config], data, timeout)[0]
 
 

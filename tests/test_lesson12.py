@@ -283,3 +283,22 @@ def test_devices_config_refusals(images):
             devices_runs([config], data=images)
     with pytest.raises(ValueError, match="empty"):
         devices_runs([], data=images)
+
+
+def test_devices_grid_runs_every_setting_seed_and_mode_in_one_spawn(monkeypatch):
+    import bnlab.experiments as E
+
+    calls = []
+
+    def fake_runs(configs, data=None, timeout=600):
+        calls.append(configs)
+        return [DevicesRun(c["world_size"], c["per_device_batch"], c.get("sync", False), c["seed"], 1, 0.1,
+                           0.5, 1.0, 2.0) for c in configs]
+
+    monkeypatch.setattr(E, "devices_runs", fake_runs)
+    runs = E.devices_grid(settings=((4, 2, 1), (2, 16, 2)), seeds=(0, 1))
+    assert len(calls) == 1 and len(runs) == 2 * 2 * 3
+    assert runs[(4, 2, "single", 1)].global_batch == 8 and runs[(4, 2, "single", 1)].world_size == 1
+    assert runs[(2, 16, "sync", 0)].sync and not runs[(2, 16, "per_device", 0)].sync
+    assert {c["epochs"] for c in calls[0] if c["per_device_batch"] in (16, 32)} == {2}
+    assert len(E.devices_grid(settings=((4, 2, 1),), seeds=(0,), single=False)) == 2
