@@ -833,3 +833,93 @@ def _checks_worker(rank: int, world_size: int, checks: list[tuple[str, tuple]]) 
     """Several of the workers above in one process group (a group costs seconds to start): checks is
     [(worker name, args), ...]; returns [that worker's result, ...] in order."""
     return [_CHECKS[name](rank, world_size, *args) for name, args in checks]
+
+
+# ----------------------------------------------------------------------------- lesson 12's training runs
+def _devices_model(config: dict, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """The net of a _devices_worker config: `bnlab.models.conv_net` with bnlab's BN (norm='bn') and
+    config['model'] as its keywords, built from torch.manual_seed(config['seed']), in config['dtype']."""
+    from .models import conv_net
+
+    torch.manual_seed(config["seed"])
+    model = conv_net(in_channels, num_classes, norm="bn", image_size=image_size, **config.get("model", {}))
+    return model.to(config.get("dtype", torch.float32))
+
+
+def _devices_worker(rank: int, world_size: int, configs: list[dict], data: tuple) -> list:
+    """Train a BN conv net data-parallel (DistributedDataParallel over gloo) for each config, one
+    after the other in this one process group; data = (x_train, y_train, x_test, y_test).
+
+    A config: world_size w (ranks 0..w-1 take part; the others skip it), per_device_batch b, sync
+    (True: the BN layers become SyncBatchNorm, statistics of the global batch of w * b; False:
+    bnlab's BN, statistics of each rank's own b examples), seed, steps, lr, momentum (SGD), model
+    (`conv_net` keywords), dtype (default float32), record_first_step (default False).
+    Every step all ranks take the next w * b indices of one seeded epoch-by-epoch permutation of the
+    training set (as a DistributedSampler would) and rank r the r-th b of them; each rank's loss is
+    the mean cross-entropy on its b, which DDP's gradient average makes the global batch's mean.
+    Buffers are not broadcast: each rank keeps the running statistics its own layers computed.
+
+    Returns per config, on rank 0: dict(test_accuracy (eval mode, rank 0's running statistics),
+    seconds (the training loop's wall time), steps); on other ranks of the group dict(seconds,
+    steps); None on ranks outside it. With record_first_step, every rank of the group adds first_step:
+    the global batch's indices, the initial state_dict, this rank's logits on its shard (training
+    mode) and the gradients after DDP's all-reduce, of the first step.
+    """
+    import warnings
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    from .train import accuracy
+
+    x_train, y_train, x_test, y_test = data
+    # new_group must be called by every rank, in the same order, for every group
+    sizes = sorted({c["world_size"] for c in configs if c["world_size"] < world_size})
+    groups = {w: dist.new_group(list(range(w))) for w in sizes}
+    groups[world_size] = dist.group.WORLD
+    results = []
+    for config in configs:
+        w, b = config["world_size"], config["per_device_batch"]
+        if w > world_size:
+            raise ValueError(f"a config asks for world_size {w}, but the process group has {world_size} ranks")
+        if rank >= w:
+            results.append(None)
+            continue
+        group = groups[w]
+        dtype = config.get("dtype", torch.float32)
+        model = _devices_model(config, x_train.shape[1], int(y_train.max()) + 1, x_train.shape[-1])
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        if config["sync"]:
+            model = SyncBatchNorm.convert_sync_batchnorm(model, process_group=group)
+        with warnings.catch_warnings():
+            # recent torch deprecates broadcast_buffers, yet its replacement still syncs buffers at init
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            ddp = DistributedDataParallel(model, process_group=group, broadcast_buffers=False)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=config["lr"], momentum=config["momentum"])
+        loss_fn = nn.CrossEntropyLoss()
+        gen = torch.Generator().manual_seed(config["seed"])
+        order = torch.empty(0, dtype=torch.long)
+        record = None
+        started = time.perf_counter()
+        for step in range(config["steps"]):
+            if len(order) < w * b:
+                order = torch.randperm(len(x_train), generator=gen)
+            batch, order = order[:w * b], order[w * b:]
+            mine = batch[rank * b:(rank + 1) * b]
+            logits = ddp(x_train[mine].to(dtype))
+            loss = loss_fn(logits, y_train[mine])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if step == 0 and config.get("record_first_step", False):
+                record = dict(indices=batch.clone(), initial_state=initial, logits=logits.detach().clone(),
+                              grads={name: p.grad.clone() for name, p in model.named_parameters()})
+            optimizer.step()
+        seconds = time.perf_counter() - started
+        result = dict(seconds=seconds, steps=config["steps"])
+        if rank == 0:
+            result["test_accuracy"] = accuracy(model, x_test.to(dtype), y_test)
+        if record is not None:
+            result["first_step"] = record
+        results.append(result)
+    # a rank that left early would tear down the process group under the others' subgroups
+    dist.barrier()
+    return results

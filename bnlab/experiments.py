@@ -884,3 +884,459 @@ def example_weighting_run(seed: int = 0, train_spread: float = 0.0, alphas=EXAMP
             with example_weighting(model, alpha):
                 result[name].append(accuracy(model, data.x_test, data.y_test))
     return ExampleWeightingRun(seed, float(train_spread), alphas, result, model)
+
+
+# ----------------------------------------------------------------------------- lesson 12
+# BN's statistics when a batch is spread over devices. In-process: per-device BN is ghost BN, the
+# law of total variance across shards, gradient accumulation, the bytes SyncBatchNorm adds. In real
+# processes (bnlab.distributed.spawn, gloo): lesson 08's conv net trained data-parallel with per-device
+# BN or SyncBatchNorm, settings (W ranks, per-device batch b, epochs). Calibrated on 2 cores, where
+# SyncBN's 6 collectives a step (3 BN layers) cost ~40 ms a step at W = 4 (4 processes on 2 cores)
+# against ~12 ms without: the batch-2 setting trains 1 epoch (157 steps), the batch-16 one 2 (78 steps).
+DEVICES = dict(widths=SMALL_BATCH["widths"], hidden=SMALL_BATCH["hidden"], lr_per_32=SMALL_BATCH["lr_per_32"],
+               momentum=SMALL_BATCH["momentum"], settings=((4, 2, 1), (2, 16, 2)), seeds=(0, 1, 2))
+DEVICE_ORDERS = ("iid", "sorted")
+__all__ += ["DEVICES", "DEVICE_ORDERS", "DeviceSplit", "simulate_devices", "DeviceStatistics", "device_statistics",
+            "DevicesRun", "devices_runs", "devices_run", "devices_grid", "resnet50_counts", "RESNET50",
+            "sync_cost_table", "AccumulationResult", "accumulation_vs_large_batch"]
+
+
+def _device_shards(x: torch.Tensor, world_size: int | None, sizes, order: str, labels) -> tuple[torch.Tensor, list]:
+    """(index, sizes): device r holds x[index][sum(sizes[:r]):sum(sizes[:r + 1])]."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError(f"x must be a tensor (N, C, *spatial), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if (world_size is None) == (sizes is None):
+        raise ValueError("give one of world_size (equal shards) or sizes (one shard size per device), not both")
+    if world_size is not None:
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+        if len(x) % world_size:
+            raise ValueError(f"{len(x)} examples do not split into {world_size} equal shards; pass sizes= "
+                             "for unequal ones")
+        sizes = [len(x) // world_size] * world_size
+    sizes = list(sizes)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in sizes):
+        raise ValueError(f"sizes must be a non-empty list of ints >= 0, got {sizes!r}")
+    if sum(sizes) != len(x):
+        raise ValueError(f"sizes {sizes} add up to {sum(sizes)}, but x holds {len(x)} examples (dim 0)")
+    if order not in DEVICE_ORDERS:
+        raise ValueError(f"order must be one of {DEVICE_ORDERS}, got {order!r}")
+    if labels is not None:
+        labels = torch.as_tensor(labels)
+        if labels.shape != (len(x),):
+            raise ValueError(f"labels must be (N,) = ({len(x)},), one per example, got shape {tuple(labels.shape)}")
+    if order == "iid":
+        return torch.arange(len(x)), sizes
+    if labels is None:
+        raise ValueError("order='sorted' needs labels (the examples are sorted by them before sharding)")
+    return torch.sort(labels, stable=True).indices, sizes
+
+
+@dataclass
+class DeviceSplit:
+    """What `simulate_devices` computed. Device r holds x[index] in the rows of sizes[r]; counts (W,),
+    means and variances (W, C): its n_r, mu_r and biased sigma^2_r per channel (NaN for an empty
+    shard); mean and var (C,): those of the whole batch (Chan's combination of the shards'); per_device
+    and sync: the normalized batch (x's shape, x's order) with each device's statistics and with the
+    global ones. All statistics in float64."""
+
+    sizes: list[int]
+    index: torch.Tensor
+    counts: torch.Tensor
+    means: torch.Tensor
+    variances: torch.Tensor
+    mean: torch.Tensor
+    var: torch.Tensor
+    per_device: torch.Tensor = field(repr=False)
+    sync: torch.Tensor = field(repr=False)
+
+    def shards(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """t (in x's order, N along dim 0) as the devices hold it: [device 0's rows, ...]."""
+        from .distributed import shard
+        return shard(t[self.index], self.sizes)
+
+
+def simulate_devices(x: torch.Tensor, world_size: int | None = None, sizes=None, order: str = "iid",
+                     labels=None, eps: float = 1e-5) -> DeviceSplit:
+    """Normalize x (N, C, *spatial) as W devices would, each holding a shard of it, in one process.
+
+    order='iid': device r holds the r-th consecutive block of x (a shuffled batch: each shard a random
+    sample); 'sorted': the examples sorted by labels first (stable), so each device sees few classes.
+    world_size: W equal shards (N divisible by W), or sizes: one size per device (0 allowed).
+
+        per-device BN:   x_hat = (x - mu_r) / sqrt(sigma^2_r + eps)    each shard its own statistics
+        SyncBatchNorm:   x_hat = (x - mu_B) / sqrt(sigma^2_B + eps)    mu_B, sigma^2_B of all N, from the
+                         shards' (n_r, mu_r, M2_r) by `bnlab.distributed.combine_moments`, as SyncBatchNorm
+
+    With equal shards per-device BN is `bnlab.GhostBatchNorm` with virtual_batch_size = N / W applied to
+    x[index], and sync is plain BN on the whole batch. No gamma and beta (they are 1 and 0 at the start,
+    and the same on every device). A non-empty shard of a single value per channel is refused, as BN
+    refuses it in training.
+    """
+    from .distributed import channel_moments, combine_moments, shard
+    from .functional import batch_norm, reduction_shapes
+
+    index, sizes = _device_shards(x, world_size, sizes, order, labels)
+    if not x.is_floating_point():
+        raise ValueError(f"x must be floating point, got dtype {x.dtype}")
+    shards = shard(x[index], sizes)
+    moments = [channel_moments(s.double()) for s in shards]
+    counts = torch.tensor([n for n, _, _ in moments], dtype=torch.float64)
+    means = torch.stack([mu for _, mu, _ in moments])
+    m2s = torch.stack([m2 for _, _, m2 in moments])
+    empty = (counts == 0).view(-1, 1)
+    variances = torch.where(empty, torch.full_like(m2s, math.nan), m2s / counts.clamp_min(1).view(-1, 1))
+    total, mean, m2 = combine_moments(counts, means, m2s)
+    var = m2 / total
+    per_device = torch.cat([batch_norm(s, None, None, training=True, eps=eps) for s in shards if len(s)])
+    _, shape = reduction_shapes(x)
+    sync_mean, sync_var = mean.to(x.dtype).view(shape), var.to(x.dtype).view(shape)
+    sync = (x[index] - sync_mean) / torch.sqrt(sync_var + eps)
+    # back to x's order: row i of x[index] is example index[i]
+    back = torch.empty_like(index)
+    back[index] = torch.arange(len(index))
+    return DeviceSplit(sizes=sizes, index=index, counts=counts, means=means, variances=variances, mean=mean,
+                       var=var, per_device=per_device[back], sync=sync[back])
+
+
+@dataclass
+class DeviceStatistics:
+    """Per channel (C,), float64, what `device_statistics` measured for shards of sizes:
+
+        var              sigma^2_B of the whole batch, computed directly (two passes over all N)
+        within           sum_r n_r sigma^2_r / N: the count-weighted mean of the devices' variances
+        between          sum_r n_r (mu_r - mu_B)^2 / N: the weighted variance of the devices' means
+        combined         M2 / N from `combine_moments` of the devices' (n_r, mu_r, M2_r)
+        naive_mean       mean_r mu_r, unweighted over the non-empty devices
+        naive_within     mean_r sigma^2_r, unweighted
+        naive_var        naive_within + mean_r (mu_r - naive_mean)^2: total variance without the counts
+    and mean (C,), mu_B. var = within + between exactly (the law of total variance): averaging the
+    devices' variances misses `between`, the spread of their means, which class-sorted shards make
+    large. The naive estimates weigh every device alike: wrong as soon as the shards differ in size
+    (and in their statistics).
+    """
+
+    sizes: list[int]
+    mean: torch.Tensor
+    var: torch.Tensor
+    within: torch.Tensor
+    between: torch.Tensor
+    combined: torch.Tensor
+    naive_mean: torch.Tensor
+    naive_within: torch.Tensor
+    naive_var: torch.Tensor
+
+    def rows(self, channels=None) -> list[dict]:
+        """One dict of floats per channel (all, or those listed), for a table."""
+        chosen = range(len(self.var)) if channels is None else channels
+        names = ("mean", "var", "within", "between", "combined", "naive_mean", "naive_within", "naive_var")
+        return [{"channel": int(c), **{n: float(getattr(self, n)[c]) for n in names}} for c in chosen]
+
+
+def device_statistics(x: torch.Tensor, world_size: int | None = None, sizes=None, order: str = "iid",
+                      labels=None) -> DeviceStatistics:
+    """The numbers of lesson 12's table for x (N, C, *spatial) spread over devices as in
+    `simulate_devices` (same world_size, sizes, order, labels): see DeviceStatistics. Float64."""
+    from .functional import reduction_shapes
+
+    split = simulate_devices(x, world_size, sizes, order, labels)
+    present = split.counts > 0
+    counts, means, variances = split.counts[present], split.means[present], split.variances[present]
+    n = counts.sum()
+    weights = counts.view(-1, 1)
+    dims, shape = reduction_shapes(x)
+    mean = x.double().mean(dims)
+    centred = x.double() - mean.view(shape)
+    var = (centred * centred).mean(dims)
+    naive_mean = means.mean(0)
+    naive_within = variances.mean(0)
+    return DeviceStatistics(
+        sizes=split.sizes, mean=mean, var=var,
+        within=(weights * variances).sum(0) / n,
+        between=(weights * (means - split.mean) ** 2).sum(0) / n,
+        combined=split.var,
+        naive_mean=naive_mean, naive_within=naive_within,
+        naive_var=naive_within + ((means - naive_mean) ** 2).mean(0))
+
+
+@dataclass
+class DevicesRun:
+    """One data-parallel training run of `devices_runs`: W ranks of per_device_batch examples each
+    (global batch W * b), BN per device (sync=False) or SyncBatchNorm (sync=True); test accuracy in
+    eval mode with rank 0's running statistics; seconds: rank 0's training loop; spawn_seconds: the
+    whole spawn it ran in (process start-up included, shared by every run of that spawn);
+    first_step: what the worker recorded of step 1 on each rank (record_first_step), else None."""
+
+    world_size: int
+    per_device_batch: int
+    sync: bool
+    seed: int
+    steps: int
+    lr: float
+    test_accuracy: float
+    seconds: float
+    spawn_seconds: float
+    first_step: list | None = field(default=None, repr=False)
+
+    @property
+    def global_batch(self) -> int:
+        return self.world_size * self.per_device_batch
+
+    @property
+    def mode(self) -> str:
+        """'single' (one process: plain BN), 'sync' or 'per_device'."""
+        return "single" if self.world_size == 1 else "sync" if self.sync else "per_device"
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / self.steps
+
+
+def _devices_config(config: dict, num_train: int) -> dict:
+    """A worker config from a lesson's: DEVICES' net, lr 0.1 * (W * b) / 32, momentum 0.9, and steps
+    from epochs of the global batch unless steps is given."""
+    allowed = {"world_size", "per_device_batch", "sync", "seed", "epochs", "steps", "dtype", "record_first_step"}
+    if not isinstance(config, dict) or not {"world_size", "per_device_batch"} <= set(config) <= allowed:
+        raise ValueError(f"a config is a dict with world_size and per_device_batch, and optionally "
+                         f"{sorted(allowed - {'world_size', 'per_device_batch'})}; got {config!r}")
+    w, b = config["world_size"], config["per_device_batch"]
+    for name, value in (("world_size", w), ("per_device_batch", b)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(config.get("seed", 0), bool) or not isinstance(config.get("seed", 0), int):
+        raise ValueError(f"seed must be an int, got {config['seed']!r}")
+    if w * b < 2:
+        raise ValueError("BN needs a global batch of at least 2 examples (world_size * per_device_batch)")
+    if w * b > num_train:
+        raise ValueError(f"the global batch {w} * {b} is larger than the training set ({num_train})")
+    if "steps" in config and "epochs" in config:
+        raise ValueError("give epochs or steps, not both")
+    steps = config["steps"] if "steps" in config else max(1, round(config.get("epochs", 1) * (num_train // (w * b))))
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    return dict(world_size=w, per_device_batch=b, sync=bool(config.get("sync", False)), seed=config.get("seed", 0),
+                steps=steps, lr=DEVICES["lr_per_32"] * w * b / 32, momentum=DEVICES["momentum"],
+                model=dict(widths=DEVICES["widths"], hidden=DEVICES["hidden"]),
+                dtype=config.get("dtype", torch.float32), record_first_step=bool(config.get("record_first_step")))
+
+
+def devices_runs(configs, data: Split | None = None, timeout: float = 600) -> list[DevicesRun]:
+    """Train lesson 08's conv net (bnlab's BN) data-parallel, for every config, all in ONE
+    `bnlab.distributed.spawn` of max(world_size) ranks (starting a process group costs seconds;
+    a config of fewer ranks runs on ranks 0..W-1 while the others wait).
+
+    A config: dict(world_size=W, per_device_batch=b, sync=False, seed=0, epochs=1 or steps=...,
+    dtype=torch.float32, record_first_step=False). Every step the global batch is the next W * b
+    examples of a seeded permutation of the training set (the same batches as a single process at
+    batch W * b with that seed), rank r normalizes its own b of them (sync=False: per-device BN, which
+    is ghost BN with virtual batch b) or the global batch's statistics (SyncBatchNorm); DDP averages
+    the gradients. SGD at lr 0.1 * W b / 32, momentum 0.9 (lesson 08's linear scaling rule, on the
+    global batch). data: vary_scans(digits(images=True)) unless given. See
+    `bnlab.distributed._devices_worker`.
+    """
+    import time
+
+    from .distributed import _devices_worker, spawn
+
+    data = data if data is not None else vary_scans(digits(images=True))
+    configs = [_devices_config(c, len(data.x_train)) for c in configs]
+    if not configs:
+        raise ValueError("configs is empty: give at least one run")
+    world_size = max(c["world_size"] for c in configs)
+    started = time.perf_counter()
+    per_rank = spawn(_devices_worker, world_size, args=(configs, (data.x_train, data.y_train, data.x_test,
+                                                                  data.y_test)), timeout=timeout)
+    spawn_seconds = time.perf_counter() - started
+    runs = []
+    for i, c in enumerate(configs):
+        results = [per_rank[r][i] for r in range(c["world_size"])]
+        first = [r["first_step"] for r in results] if c["record_first_step"] else None
+        runs.append(DevicesRun(c["world_size"], c["per_device_batch"], c["sync"], c["seed"], c["steps"], c["lr"],
+                               results[0]["test_accuracy"], results[0]["seconds"], spawn_seconds, first))
+    return runs
+
+
+def devices_run(world_size: int, per_device_batch: int, sync: bool, seed: int = 0, epochs: float = 1,
+                steps: int | None = None, data: Split | None = None, timeout: float = 600) -> DevicesRun:
+    """One config of `devices_runs`, in a spawn of its own (a lesson batches several instead)."""
+    config = dict(world_size=world_size, per_device_batch=per_device_batch, sync=sync, seed=seed)
+    if steps is None:
+        config["epochs"] = epochs
+    else:
+        config["steps"] = steps
+    return devices_runs([config], data, timeout)[0]
+
+
+def devices_grid(settings=DEVICES["settings"], seeds=DEVICES["seeds"], single: bool = True,
+                 data: Split | None = None, timeout: float = 600) -> dict:
+    """Lesson 12's runs in one spawn: {(W, b, mode, seed): DevicesRun} for every setting (W, b, epochs)
+    and seed, mode 'per_device' and 'sync', and with single=True 'single': one process at batch W * b
+    on the same batches (the run SyncBatchNorm should reproduce)."""
+    configs, keys = [], []
+    for (w, b, epochs), seed in itertools.product(settings, seeds):
+        modes = [("per_device", w, b, False), ("sync", w, b, True)] + ([("single", 1, w * b, False)] if single else [])
+        for mode, world_size, batch, sync in modes:
+            configs.append(dict(world_size=world_size, per_device_batch=batch, sync=sync, seed=seed, epochs=epochs))
+            keys.append((w, b, mode, seed))
+    return dict(zip(keys, devices_runs(configs, data, timeout)))
+
+
+def resnet50_counts() -> tuple[list[int], int]:
+    """(num_features of each of ResNet-50's 53 BN layers, in order, and its number of parameters),
+    derived from the architecture (He et al. 2016, Table 1, as torchvision builds it; torchvision is
+    not installed here): a 7x7 conv of 64 channels and its BN, then 3, 4, 6, 3 bottleneck blocks of
+    widths 64, 128, 256, 512 (1x1 to width, 3x3, 1x1 to 4 * width, a BN after each, convs without
+    bias), the first block of each stage with a 1x1 projection and its BN, then FC 2048 -> 1000."""
+    channels, parameters = [64], 3 * 64 * 7 * 7 + 2 * 64
+    in_channels = 64
+    for width, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3)):
+        out = 4 * width
+        for block in range(blocks):
+            parameters += in_channels * width + 9 * width * width + width * out
+            channels += [width, width, out]
+            if block == 0:
+                parameters += in_channels * out
+                channels.append(out)
+            in_channels = out
+    parameters += 2 * sum(channels[1:])          # gamma and beta of every BN but the stem's, counted above
+    parameters += 2048 * 1000 + 1000
+    return channels, parameters
+
+
+RESNET50 = dict(zip(("bn_channels", "parameters"), resnet50_counts()))
+
+
+def sync_cost_table(models: dict, world_size: int, dtype=torch.float32) -> dict[str, dict]:
+    """What SyncBatchNorm adds to a data-parallel step, per rank, against DDP's own gradient all-reduce.
+
+    models: {name: nn.Module, or (list of BN num_features, number of parameters)}; a module's BN
+    layers are those `bnlab.layers.is_batchnorm` finds, its parameters those that require grad.
+    Per model, with L BN layers of C_l channels, P parameters, s bytes a value, W = world_size:
+        syncbn_collectives  2 L            an all-gather in forward, an all-reduce in backward, per layer
+        syncbn_payload      sum_l (2 C_l + 1) s + 2 C_l s       (`bnlab.distributed.sync_bytes_per_step`)
+        syncbn_sent         sum_l sync_bytes_per_step(C_l, W)['sent']
+        ddp_payload         s P            the gradients DDP all-reduces
+        ddp_sent            2 (W - 1) / W * s P                    (ring all-reduce)
+        ddp_buckets         ceil(s P / 25 MiB): DDP's all-reduces a step, about (bucket_cap_mb = 25)
+        sent_ratio          syncbn_sent / ddp_sent
+    Every BN layer is counted with its backward all-reduce (its input needs a gradient: a conv is
+    before it). The bytes are small; the 2 L collectives, each a synchronization of all W ranks, are
+    what costs (latency), as lesson 12's timed runs show.
+    """
+    from .distributed import sync_bytes_per_step
+    from .layers import is_batchnorm
+
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 2:
+        raise ValueError(f"world_size must be an int >= 2 (one rank communicates nothing), got {world_size!r}")
+    size = torch.empty((), dtype=dtype).element_size()
+    table = {}
+    for name, model in models.items():
+        if isinstance(model, nn.Module):
+            channels = [m.num_features for m in model.modules() if is_batchnorm(m)]
+            parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        elif isinstance(model, tuple) and len(model) == 2:
+            channels, parameters = list(model[0]), int(model[1])
+        else:
+            raise ValueError(f"models[{name!r}] must be an nn.Module or (BN channel list, parameter count), "
+                             f"got {type(model).__name__}")
+        per_layer = [sync_bytes_per_step(c, world_size, dtype) for c in channels]
+        ddp_payload = size * parameters
+        ddp_sent = 2 * (world_size - 1) / world_size * ddp_payload
+        syncbn_sent = sum(b["sent"] for b in per_layer)
+        table[name] = dict(bn_layers=len(channels), bn_channels=sum(channels), parameters=parameters,
+                           syncbn_collectives=2 * len(channels),
+                           syncbn_payload=sum(b["forward_payload"] + b["backward_payload"] for b in per_layer),
+                           syncbn_sent=syncbn_sent, ddp_payload=ddp_payload, ddp_sent=ddp_sent,
+                           ddp_buckets=math.ceil(ddp_payload / (25 * 1024 * 1024)),
+                           sent_ratio=syncbn_sent / ddp_sent)
+    return table
+
+
+@dataclass
+class AccumulationResult:
+    """`accumulation_vs_large_batch`'s measurements, max |difference| over every parameter's gradient
+    (grad_difference) and over every BN layer's running statistics (None without BN), between one
+    batch of micro_batch * accumulation_steps examples and the same examples accumulated in micro-
+    batches; grad_relative: ||g_large - g_accumulated|| / ||g_large||; ghost_difference: max |difference|
+    of the gradients and running statistics of the accumulation against one batch through the same
+    net with GhostBatchNorm of virtual batch micro_batch (norm 'bn' or 'torch_bn' only, else None)."""
+
+    norm: str | None
+    micro_batch: int
+    accumulation_steps: int
+    grad_difference: float
+    grad_relative: float
+    running_mean_difference: float | None
+    running_var_difference: float | None
+    ghost_difference: float | None
+
+
+def accumulation_vs_large_batch(norm: str | None = "bn", micro_batch: int = 4, accumulation_steps: int = 8,
+                                seed: int = 0, data: Split | None = None, dtype=torch.float64) -> AccumulationResult:
+    """One step's gradient of lesson 08's conv net (norm in every layer, as `small_batch_run`) on a batch
+    of B = k m examples (k = accumulation_steps, m = micro_batch, the first B of a seeded permutation
+    of the training set), against the same B examples as k micro-batches whose losses L_i / k are
+    backpropagated one after the other and their gradients summed (gradient accumulation):
+
+        large:        g = d/dtheta  (1 / B) sum_n loss_n                 BN statistics of all B
+        accumulated:  g' = sum_i d/dtheta (1 / k)(1 / m) sum_{n in i} loss_n   BN statistics of each m
+
+    Without BN (norm None, 'gn', 'ln': per-example norms) g' = g up to rounding; with BN in training
+    mode they differ (mu_B and sigma^2_B of m examples, not B), and the running statistics are updated
+    k times instead of once. The accumulation is exactly ghost BN (virtual batch m) on the large batch.
+    Float64 by default, so that 'equal' means ~1e-15.
+    """
+    from .layers import GhostBatchNorm
+
+    for name, value in (("micro_batch", micro_batch), ("accumulation_steps", accumulation_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    data = data if data is not None else vary_scans(digits(images=True))
+    total = micro_batch * accumulation_steps
+    if total > len(data.x_train):
+        raise ValueError(f"micro_batch * accumulation_steps = {total} exceeds the training set ({len(data.x_train)})")
+    torch.manual_seed(seed)
+    model = conv_net(data.x_train.shape[1], data.num_classes, SMALL_BATCH["widths"], norm=norm,
+                     hidden=SMALL_BATCH["hidden"], head_norm="ln" if norm == "in" else "same",
+                     image_size=data.x_train.shape[-1]).to(dtype).train()
+    idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:total]
+    x, y = data.x_train[idx].to(dtype), data.y_train[idx]
+    loss_fn = nn.CrossEntropyLoss()
+    large, accumulated = copy.deepcopy(model), copy.deepcopy(model)
+    loss_fn(large(x), y).backward()
+    for xi, yi in zip(x.split(micro_batch), y.split(micro_batch)):
+        (loss_fn(accumulated(xi), yi) / accumulation_steps).backward()
+
+    def gradients(m):
+        return torch.cat([p.grad.flatten() for p in m.parameters()])
+
+    def running(m):
+        layers = [layer for layer in m.modules() if is_batchnorm(layer) and layer.running_mean is not None]
+        return [torch.cat([layer.running_mean, layer.running_var]) for layer in layers]
+
+    g, g_acc = gradients(large), gradients(accumulated)
+    bns = [(a, b) for a, b in zip(large.modules(), accumulated.modules())
+           if is_batchnorm(a) and a.running_mean is not None]
+    ghost_difference = None
+    if norm in ("bn", "torch_bn"):
+        # the same net with every BN made a GhostBatchNorm of virtual batch m (same parameters, buffers)
+        ghost = copy.deepcopy(model)
+        for parent in list(ghost.modules()):
+            for child_name, child in list(parent.named_children()):
+                if is_batchnorm(child):
+                    replacement = GhostBatchNorm(child.num_features, micro_batch, eps=child.eps,
+                                                 momentum=child.momentum, dtype=dtype)
+                    replacement.load_state_dict(child.state_dict())
+                    setattr(parent, child_name, replacement)
+        loss_fn(ghost(x), y).backward()
+        ghost_difference = max([float((gradients(ghost) - g_acc).abs().max())]
+                               + [float((a - b).abs().max()) for a, b in zip(running(ghost), running(accumulated))])
+    def largest(name):
+        return max(float((getattr(a, name) - getattr(b, name)).abs().max()) for a, b in bns) if bns else None
+
+    return AccumulationResult(
+        norm=norm, micro_batch=micro_batch, accumulation_steps=accumulation_steps,
+        grad_difference=float((g - g_acc).abs().max()), grad_relative=float((g - g_acc).norm() / g.norm()),
+        running_mean_difference=largest("running_mean"), running_var_difference=largest("running_var"),
+        ghost_difference=ghost_difference)
