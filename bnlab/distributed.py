@@ -825,8 +825,19 @@ def _hanging_worker(rank: int, world_size: int, hanging_rank: int, folder: str) 
     return rank
 
 
+def _torch_sync_cpu_worker(rank: int, world_size: int) -> str:
+    """What torch.nn.SyncBatchNorm says to CPU input in training once a process group is up: the
+    error's text ('' if it accepted it), why the course has its own SyncBatchNorm."""
+    layer = nn.SyncBatchNorm(3)
+    try:
+        layer(torch.randn(4, 3, 2, 2))
+    except (ValueError, RuntimeError, NotImplementedError) as error:
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
 _CHECKS = {f.__name__: f for f in (_parity_worker, _subgroup_worker, _gradcheck_worker, _eval_alone_worker,
-                                   _too_few_worker, _ddp_worker)}
+                                   _too_few_worker, _ddp_worker, _torch_sync_cpu_worker)}
 
 
 def _checks_worker(rank: int, world_size: int, checks: list[tuple[str, tuple]]) -> list:

@@ -1340,3 +1340,70 @@ def accumulation_vs_large_batch(norm: str | None = "bn", micro_batch: int = 4, a
         grad_difference=float((g - g_acc).abs().max()), grad_relative=float((g - g_acc).norm() / g.norm()),
         running_mean_difference=largest("running_mean"), running_var_difference=largest("running_var"),
         ghost_difference=ghost_difference)
+
+
+@dataclass
+class SyncParity:
+    """What `sync_parity_run` measured: max |difference| between bnlab.SyncBatchNorm on the ranks'
+    shards and torch's BatchNorm1d on the whole batch, over every step: outputs, input gradients,
+    dgamma and dbeta summed over ranks, running statistics (every rank's); collectives: the
+    collectives each rank made per training step; torch_on_cpu: what torch.nn.SyncBatchNorm said
+    to CPU input in the same process group."""
+
+    sizes: list[int]
+    steps: int
+    output: float
+    grad_input: float
+    grad_weight: float
+    grad_bias: float
+    running: float
+    collectives: list
+    torch_on_cpu: str
+
+
+def sync_parity_run(sizes=(5, 0, 7, 3), channels: int = 4, steps: int = 3, seed: int = 0,
+                    timeout: float = 120) -> SyncParity:
+    """bnlab.SyncBatchNorm in len(sizes) real processes (gloo, `bnlab.distributed.spawn`), rank r
+    holding sizes[r] examples of each step's batch (0 allowed: an empty shard still joins the
+    collectives), float64, against torch's BatchNorm1d on the concatenated batch in this process."""
+    from .distributed import _checks_worker, spawn
+
+    sizes = [int(n) for n in sizes]
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(sizes)
+    xs = [torch.randn(n, channels, generator=gen, dtype=torch.float64) * 3 + 2 for _ in range(steps)]
+    grads = [torch.randn(n, channels, generator=gen, dtype=torch.float64) for _ in range(steps)]
+    weight = torch.rand(channels, generator=gen, dtype=torch.float64) + 0.5
+    bias = torch.randn(channels, generator=gen, dtype=torch.float64)
+    case = dict(xs=xs, grads=grads, sizes=[sizes] * steps, weight=weight, bias=bias)
+    checks = [("_parity_worker", ([case],)), ("_torch_sync_cpu_worker", ())]
+    per_rank = spawn(_checks_worker, len(sizes), args=(checks,), timeout=timeout)
+    reference = nn.BatchNorm1d(channels, dtype=torch.float64)
+    with torch.no_grad():
+        reference.weight.copy_(weight)
+        reference.bias.copy_(bias)
+    errors = dict(output=0.0, grad_input=0.0, grad_weight=0.0, grad_bias=0.0, running=0.0)
+    collectives = []
+    for step, (x, grad) in enumerate(zip(xs, grads)):
+        x = x.clone().requires_grad_(True)
+        out = reference(x)
+        out.backward(grad)
+        records = [per_rank[r][0][0]["steps"][step] for r in range(len(sizes))]
+        out_ranks = torch.cat([rec["out"] for rec in records])
+        grad_ranks = torch.cat([rec["grad_input"] for rec in records])
+        worst = lambda a, b: float((a - b).abs().max()) if a.numel() else 0.0   # noqa: E731
+        errors["output"] = max(errors["output"], worst(out_ranks, out.detach()))
+        errors["grad_input"] = max(errors["grad_input"], worst(grad_ranks, x.grad))
+        errors["grad_weight"] = max(errors["grad_weight"], worst(sum(rec["grad_weight"] for rec in records),
+                                                                 reference.weight.grad))
+        errors["grad_bias"] = max(errors["grad_bias"], worst(sum(rec["grad_bias"] for rec in records),
+                                                             reference.bias.grad))
+        for rec in records:
+            errors["running"] = max(errors["running"], worst(rec["running_mean"], reference.running_mean),
+                                    worst(rec["running_var"], reference.running_var))
+        collectives.append([len(rec["collectives"]) for rec in records])
+        reference.zero_grad(set_to_none=True)
+    return SyncParity(sizes, steps, **errors, collectives=collectives, torch_on_cpu=per_rank[0][1])
+
+
+__all__ += ["SyncParity", "sync_parity_run"]

@@ -17,6 +17,7 @@ imports them as they are (`tests/js/`).
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -143,8 +144,16 @@ class Explorer(anywidget.AnyWidget):
         raise NotImplementedError
 
     def snapshot(self) -> None:
-        """Show the first picture as a plain image, which a renderer without JavaScript can display."""
-        display(self.figure())
+        """Show the first picture as a plain image, which a renderer without JavaScript can display.
+
+        Rendered to PNG here rather than left to IPython's display of a matplotlib Figure: that
+        display shows an image only once the inline backend has drawn a pyplot figure in the
+        session, and a lesson's first picture may be a snapshot (the text part is the Figure's repr,
+        as that display gives it)."""
+        figure = self.figure()
+        png = io.BytesIO()
+        figure.savefig(png, format="png", bbox_inches="tight")
+        display({"image/png": png.getvalue(), "text/plain": repr(figure)}, raw=True)
 
     def __repr__(self) -> str:
         # what a page without JavaScript shows instead of the explorer; stable, unlike anywidget's default

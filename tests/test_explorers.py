@@ -122,3 +122,17 @@ def test_forward_playground_snapshot_draws_the_first_picture_from_the_same_sampl
     assert "std ≈ |γ| = 2.00" in fig._suptitle.get_text() and "β = 1.00" in fig._suptitle.get_text()
     x, y, _, _ = p.compute(**p.initial)
     assert after.get_title() == f"output y: std {y.std():.2f}"
+
+
+def test_snapshot_shows_a_png_and_the_figures_repr_whatever_the_backend(monkeypatch):
+    """A lesson's first picture may be a snapshot, before pyplot has drawn anything: the PNG must
+    not depend on IPython's inline backend being set up."""
+    import bnlab.widgets as W
+
+    shown = []
+    monkeypatch.setattr(W, "display", lambda obj, raw=False: shown.append((obj, raw)))
+    explorer = W.ShardExplorer()
+    explorer.snapshot()
+    (bundle, raw), = shown
+    assert raw and bundle["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert bundle["text/plain"].startswith("<Figure size ")

@@ -302,3 +302,13 @@ def test_devices_grid_runs_every_setting_seed_and_mode_in_one_spawn(monkeypatch)
     assert runs[(2, 16, "sync", 0)].sync and not runs[(2, 16, "per_device", 0)].sync
     assert {c["epochs"] for c in calls[0] if c["per_device_batch"] in (16, 32)} == {2}
     assert len(E.devices_grid(settings=((4, 2, 1),), seeds=(0,), single=False)) == 2
+
+
+def test_sync_parity_run_compares_real_processes_with_torchs_bn_and_reports_torchs_refusal():
+    from bnlab.experiments import sync_parity_run
+
+    result = sync_parity_run(sizes=(3, 0), channels=2, steps=2, seed=1)
+    assert max(result.output, result.grad_input, result.grad_weight, result.grad_bias, result.running) < 1e-10
+    # one all-gather forward, one all-reduce backward, on the empty rank too
+    assert result.collectives == [[2, 2], [2, 2]]
+    assert "GPU" in result.torch_on_cpu or result.torch_on_cpu == ""

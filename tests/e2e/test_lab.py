@@ -39,6 +39,7 @@ LESSONS = {
     "09_why_bn_works.ipynb": ["LossSliceExplorer"],
     "10_regularization.ipynb": ["RegularizationExplorer"],
     "11_recurrent_and_beyond.ipynb": ["SequenceExplorer"],
+    "12_many_devices.ipynb": ["ShardExplorer"],
 }
 
 # Moves the main slider of one explorer through `moves` positions spread over its range (ending on
