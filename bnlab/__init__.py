@@ -10,10 +10,12 @@
     from bnlab import TokenNorm, TinyTransformer        # lesson 11: LN, RMSNorm, BN over tokens in a transformer
     from bnlab import invariance_table, BA_TABLE_1      # Ba et al. 2016's Table 1, measured and as printed
     from bnlab import SyncBatchNorm, spawn              # BN over several processes (gloo on CPU), and their launcher
+    from bnlab import CONVENTIONS, to_torch_momentum    # BN's conventions in torch, Keras, Flax, CS231n, d2l, makemore
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
 """
 
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
+from .conventions import CONVENTIONS, conventions_table, to_torch_momentum
 from .distributed import SyncBatchNorm, combine_moments, spawn
 from .doctor import doctor
 from .folding import count_batchnorms, fold_batchnorm
@@ -81,6 +83,7 @@ __all__ = [
     "WeightNormLinear", "layer_norm", "group_norm", "instance_norm", "rms_norm", "rms_group_norm",
     "invariance_table", "format_invariance_table", "BA_TABLE_1",
     "SyncBatchNorm", "combine_moments", "spawn",
+    "CONVENTIONS", "conventions_table", "to_torch_momentum",
     "CheckFailed", "check", "check_close", "numerical_gradient", "rel_error",
     "pick_device", "setup",
     "doctor",
