@@ -12,6 +12,7 @@
     from bnlab import SyncBatchNorm, spawn              # BN over several processes (gloo on CPU), and their launcher
     from bnlab import CONVENTIONS, to_torch_momentum    # BN's conventions in torch, Keras, Flax, CS231n, d2l, makemore
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
+    from bnlab.myths import MYTHS, run_all              # lesson 13: widely held BN myths, each judged by running code
 """
 
 from .checks import CheckFailed, check, check_close, numerical_gradient, rel_error
