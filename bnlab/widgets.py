@@ -1620,3 +1620,243 @@ class SequenceExplorer(Explorer):
             plots.plot_message(bars, "no test metrics given")
         fig.suptitle(self.title(t, variant), fontsize=9)
         return fig
+
+
+# ----------------------------------------------------------------------------- lesson 13
+EVIDENCE_VERDICTS = ("true", "false", "half-true", "untestable as stated")
+EVIDENCE_COLORS = {"true": "#2ca02c", "false": "#d62728", "half-true": "#ff7f0e", "untestable as stated": "#7f7f7f"}
+# the filter menu: its label -> the verdict it keeps (None: every claim)
+EVIDENCE_FILTERS = {"all": None, "true": "true", "false": "false", "half-true": "half-true",
+                    "untestable": "untestable as stated"}
+EVIDENCE_KEYS = ("id", "source", "quote", "translation", "verdict", "explanation", "lesson", "summary", "passed",
+                 "numbers")
+EVIDENCE_LABEL_CHARS = 60
+
+
+def _evidence_number(value) -> float | str:
+    # JSON has no NaN or inf: those go as Python writes them, which the view reads back
+    value = float(value)
+    return value if np.isfinite(value) else repr(value)
+
+
+def _drawable(text: str) -> bool:
+    """Whether matplotlib draws text as written: every character in its font, none right-to-left
+    (matplotlib lays out and shapes no RTL script, so Arabic or Hebrew would come out reversed)."""
+    import unicodedata
+
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font
+
+    font = FT2Font(findfont(FontProperties()))
+    return all(c.isspace() or (font.get_char_index(ord(c)) and unicodedata.bidirectional(c) not in ("R", "AL"))
+               for c in text)
+
+
+class EvidenceExplorer(Explorer):
+    """Pick a claim about BN, see the evidence (lesson 13): its verdict as a coloured badge, the quote
+    and its translation, why, where the course proves it and what that proof measured, whether the
+    proof's evidence supports the verdict; the proof's numbers as horizontal bars of log10 |value|
+    (the bar from 0, |value| = 1, to log10 |value|: how many orders of magnitude each is from 1), and
+    a table of them; the counts of each verdict over all claims.
+
+    items: a list of claims, each a dict with keys
+        id (str, unique), source ("seed 002", "beyond the seeds"), quote (original-language text, or
+        ""), translation (English, or ""), verdict (one of EVIDENCE_VERDICTS), explanation, lesson
+        (where the course proves it, "03 §4"), summary (what the proof measured, one sentence),
+        passed (bool: the proof's evidence supports the verdict), numbers ({name: float}, may be
+        empty; NaN and inf are shown as nan and inf, and drawn as no bar, as is 0).
+    item: the id of the claim shown first (default the first).
+
+    Controls: a drop-down of the claims (main), a filter by verdict that restricts it, and a "claim
+    number" slider over the filtered claims. Sent once: every claim (its numbers as [name, value]
+    pairs, in their order; non-finite values as "nan", "inf", "-inf"); the view picks, filters and
+    draws in the browser.
+    """
+
+    VIEW = "evidence_explorer.js"
+    VERDICTS = EVIDENCE_VERDICTS
+    COLORS = EVIDENCE_COLORS
+    FILTERS = EVIDENCE_FILTERS
+    KEYS = EVIDENCE_KEYS
+
+    def __init__(self, items, item: str | None = None):
+        if isinstance(items, (str, dict)) or not hasattr(items, "__iter__"):
+            raise ValueError(f"items must be a list of claim dicts, got {type(items).__name__}")
+        self.items = [self._checked(i, claim) for i, claim in enumerate(items)]
+        if not self.items:
+            raise ValueError("items is empty: give at least one claim")
+        ids = [claim["id"] for claim in self.items]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"claim ids must be unique; repeated: {repeated}")
+        self.by_id = {claim["id"]: claim for claim in self.items}
+        item = ids[0] if item is None else item
+        if item not in self.by_id:
+            raise ValueError(f"item must be the id of one of the claims, got {item!r}; ids: {ids[:5]}"
+                             + (" …" if len(ids) > 5 else ""))
+        self.initial = {"item": item, "filter": "all"}
+        # only the verdicts some claim has: a filter that keeps nothing would leave nothing to show
+        filters = [label for label, verdict in self.FILTERS.items() if verdict is None or self.counts()[verdict]]
+        super().__init__({
+            "items": [{**claim, "numbers": [[name, _evidence_number(v)] for name, v in claim["numbers"].items()]}
+                      for claim in self.items],
+            "verdicts": list(self.VERDICTS), "verdict_colors": dict(self.COLORS),
+            "filters": {label: self.FILTERS[label] for label in filters},
+            "label_chars": EVIDENCE_LABEL_CHARS, "initial": self.initial})
+
+    @classmethod
+    def _checked(cls, index: int, claim) -> dict:
+        """A copy of one claim, or a ValueError naming what is wrong with it."""
+        if not isinstance(claim, dict):
+            raise ValueError(f"items[{index}] must be a dict with keys {list(cls.KEYS)}, got {type(claim).__name__}")
+        where = f"items[{index}]" + (f" ({claim['id']!r})" if isinstance(claim.get("id"), str) else "")
+        missing = [k for k in cls.KEYS if k not in claim]
+        unknown = sorted(set(claim) - set(cls.KEYS), key=str)
+        if missing or unknown:
+            raise ValueError(f"{where}: " + "; ".join(
+                [f"missing keys {missing}"] * bool(missing) + [f"unknown keys {unknown}"] * bool(unknown))
+                + f"; a claim has exactly {list(cls.KEYS)}")
+        for key in ("id", "source", "quote", "translation", "explanation", "lesson", "summary"):
+            if not isinstance(claim[key], str):
+                raise ValueError(f"{where}: {key} must be a str, got {type(claim[key]).__name__}")
+        if not claim["id"].strip():
+            raise ValueError(f"{where}: id must not be empty")
+        if claim["verdict"] not in cls.VERDICTS:
+            raise ValueError(f"{where}: verdict must be one of {list(cls.VERDICTS)}, got {claim['verdict']!r}")
+        if not isinstance(claim["passed"], (bool, np.bool_)):
+            raise ValueError(f"{where}: passed must be True or False, got {claim['passed']!r}")
+        numbers = claim["numbers"]
+        if not isinstance(numbers, dict):
+            raise ValueError(f"{where}: numbers must be a dict name -> float, got {type(numbers).__name__}")
+        checked = {}
+        for name, value in numbers.items():
+            if not isinstance(name, str):
+                raise ValueError(f"{where}: numbers' names must be str, got {name!r}")
+            real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            if not real:
+                raise ValueError(f"{where}: numbers[{name!r}] must be a number (int or float), got {value!r}")
+            # -0.0 made 0.0: JavaScript's JSON.stringify writes -0 as 0, and a measured -0 means 0
+            checked[name] = float(value) + 0.0
+        return {**{k: claim[k] for k in cls.KEYS}, "passed": bool(claim["passed"]), "numbers": checked}
+
+    def claim(self, item_id: str) -> dict:
+        """The claim with that id (as checked: numbers as {name: float})."""
+        if item_id not in self.by_id:
+            raise ValueError(f"no claim with id {item_id!r}; ids: {list(self.by_id)[:5]}"
+                             + (" …" if len(self.by_id) > 5 else ""))
+        return self.by_id[item_id]
+
+    def counts(self) -> dict:
+        """{verdict: how many claims have it}, for every verdict of VERDICTS in its order."""
+        return {v: sum(claim["verdict"] == v for claim in self.items) for v in self.VERDICTS}
+
+    def counts_line(self) -> str:
+        """The line under the header: the counts of each verdict over all claims, and how many proofs
+        support their verdict."""
+        n, supported = len(self.items), sum(claim["passed"] for claim in self.items)
+        counts = ", ".join(f"{k} {v}" for v, k in self.counts().items())
+        return (f"all {n} claim{'s' * (n != 1)}: {counts}; the evidence supports {supported} of the {n} "
+                f"verdict{'s' * (n != 1)}")
+
+    def filtered(self, label: str = "all") -> list[str]:
+        """The ids the filter `label` (a key of FILTERS) keeps, in the items' order."""
+        if label not in self.FILTERS:
+            raise ValueError(f"filter must be one of {list(self.FILTERS)}, got {label!r}")
+        verdict = self.FILTERS[label]
+        return [claim["id"] for claim in self.items if verdict is None or claim["verdict"] == verdict]
+
+    def label(self, item_id: str) -> str:
+        """The claim's entry in the drop-down: 'id — ' and the first 60 characters of its translation
+        (of its explanation where the translation is ""), whitespace runs as one space, '…' where cut."""
+        claim = self.claim(item_id)
+        text = " ".join((claim["translation"] or claim["explanation"]).split())
+        cut = text[:EVIDENCE_LABEL_CHARS] + ("…" if len(text) > EVIDENCE_LABEL_CHARS else "")
+        return f"{item_id} — {cut}" if cut else item_id
+
+    def bars(self, item_id: str) -> list[tuple[str, float]]:
+        """The bars the chart draws, top to bottom: (name, log10 |value|) of each finite nonzero number,
+        the largest log10 |value| first (numbers of equal size in their order)."""
+        numbers = self.claim(item_id)["numbers"]
+        pairs = [(name, float(np.log10(abs(v)))) for name, v in numbers.items() if np.isfinite(v) and v != 0]
+        return sorted(pairs, key=lambda pair: -pair[1])
+
+    def off_axis(self, item_id: str) -> list[tuple[str, float]]:
+        """(name, value) of the numbers no bar can show: NaN, inf and 0 have no finite log10 |value|."""
+        return [(name, v) for name, v in self.claim(item_id)["numbers"].items() if not (np.isfinite(v) and v != 0)]
+
+    def limits(self, item_id: str) -> tuple[float, float]:
+        """The chart's log10 |value| axis: from the smallest to the largest bar end, 0 (|value| = 1)
+        included, widened by a quarter of that span (at least 1) each side, room for the values written
+        at the bars' ends."""
+        logs = [b for _, b in self.bars(item_id)]
+        lo, hi = min([0.0, *logs]), max([0.0, *logs])
+        pad = 0.25 * max(hi - lo, 1.0)
+        return lo - pad, hi + pad
+
+    def title(self, item_id: str) -> str:
+        """The chart's title: the claim, its verdict, and whether the evidence supports it."""
+        claim = self.claim(item_id)
+        support = "supports" if claim["passed"] else "does not support"
+        return f"{item_id}: {claim['verdict']} (the evidence {support} this verdict)"
+
+    def figure(self, item: str | None = None):
+        """The view's picture of a claim (default the initial one) with matplotlib: the text on the
+        left, the bar chart of log10 |value| on the right, the title over both."""
+        import textwrap
+
+        item = self.initial["item"] if item is None else item
+        claim, bars = self.claim(item), self.bars(item)
+        color = self.COLORS[claim["verdict"]]
+        size, step = 7.5, 7.5 * 1.3 / 72      # font size (points) and a line's height (inches)
+        # a quote the font cannot draw (or not in its direction) is left to the live view
+        quote = (f"“{claim['quote']}”" if _drawable(claim["quote"])
+                 else "(the quote, in a script this picture cannot draw, is in the live explorer)")
+        paragraphs = [(quote, {"style": "italic"}) if claim["quote"] else None,
+                      (claim["translation"], {}) if claim["translation"] else None,
+                      (claim["explanation"], {}),
+                      (f"proved in lesson {claim['lesson']}: {claim['summary']}", {}),
+                      ("✓ the evidence supports the verdict" if claim["passed"]
+                       else "✗ the evidence does not support the verdict",
+                       {"color": "#2ca02c" if claim["passed"] else "#d62728", "weight": "bold"}),
+                      (self.counts_line(), {"color": "#555"})]
+        blocks = [("\n".join(textwrap.fill(part, 72) for part in text.splitlines() or [""]), style)
+                  for text, style in filter(None, paragraphs)]
+        lines = 3.6 + sum(text.count("\n") + 1.6 for text, _ in blocks)    # the badge's and id's lines, a gap each
+        height = max(3.2, 1.1 + lines * step, 1.3 + 0.3 * len(bars))
+        fig, (text_ax, ax) = plots.new_figure(2, width=4.8, height=height, pyplot=False)
+        text_ax.set_axis_off()
+        text_ax.text(0, 1, claim["verdict"], transform=text_ax.transAxes, va="top", fontsize=9, weight="bold",
+                     color="white", bbox={"boxstyle": "round,pad=0.3", "facecolor": color, "edgecolor": color})
+        text_ax.annotate(f"{item} · source: {claim['source']}", (0, 1), xycoords="axes fraction",
+                         xytext=(0, -2.0 * step * 72), textcoords="offset points", va="top", fontsize=size,
+                         color="#555")
+        offset = 3.6 * step * 72            # below the badge and the id's line
+        for text, style in blocks:
+            text_ax.annotate(text, (0, 1), xycoords="axes fraction", xytext=(0, -offset), textcoords="offset points",
+                             va="top", fontsize=size, linespacing=1.3, **style)
+            offset += (text.count("\n") + 1.6) * step * 72
+        if bars:
+            names, logs = zip(*bars)
+            ys = np.arange(len(bars))[::-1]
+            ax.barh(ys, logs, height=0.7, color=color, alpha=0.85)
+            values = claim["numbers"]
+            for y, name, log in zip(ys, names, logs):
+                ax.text(log, y, f" {values[name]:.4g} ", va="center", ha="left" if log >= 0 else "right", fontsize=7)
+            ax.axvline(0, color="#444", lw=1)
+            ax.set_yticks(ys, names, fontsize=7)
+            ax.set_ylim(-0.6, len(bars) - 0.4)
+            ax.set_xlim(*self.limits(item))
+            ax.set_xlabel("log10 |value|  (0: |value| = 1)")
+        off = ", ".join(f"{n} = {v:.4g}" for n, v in self.off_axis(item))
+        if bars:
+            ax.set_title(textwrap.fill(f"not on the log axis: {off}", 64) if off
+                         else "the proof's numbers, orders of magnitude from 1", fontsize=8)
+        else:
+            plots.plot_message(ax, textwrap.fill(f"no number has a finite log10 |value|: {off}", 48) if off
+                               else "this claim's proof records no numbers")
+        fig.suptitle(self.title(item), fontsize=9)
+        return fig
+
+
+# appended rather than edited into the list at the top, which other explorers' changes touch
+__all__ += ["EvidenceExplorer", "EVIDENCE_VERDICTS", "EVIDENCE_COLORS"]
