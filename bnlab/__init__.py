@@ -10,6 +10,7 @@
     from bnlab import TokenNorm, TinyTransformer        # lesson 11: LN, RMSNorm, BN over tokens in a transformer
     from bnlab import invariance_table, BA_TABLE_1      # Ba et al. 2016's Table 1, measured and as printed
     from bnlab import SyncBatchNorm, spawn              # BN over several processes (gloo on CPU), and their launcher
+    from bnlab.claims import CLAIMS, run_all            # lesson 13: every seed claim judged, with a proof that runs
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
 """
 
