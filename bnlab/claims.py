@@ -1062,10 +1062,9 @@ def proof_000_epsilon():
         r"其中，$m$是批量大小，$x_i$是批量数据中的第$i$个样本",
         "where m is the batch size and x_i the i-th sample of the batch.",
         "half-true",
-        "For a fully connected layer, yes: each feature's statistics are over the m = N examples. For the "
-        "feature maps the article is about, BatchNorm2d averages each channel over the batch and every "
-        "position, m = N * H * W values; normalizing each position over the N examples alone is not what "
-        "it computes.",
+        "For a fully connected layer, yes: each feature's statistics are over the m = N examples. For the feature "
+        "maps the article is about, BatchNorm2d averages each channel over the batch and every position, m = N * H "
+        "* W values; normalizing each position over the N examples alone is not what it computes.",
         "01 §3, 06 §1")
 def proof_000_m_is_batch_size():
     x = torch.randn(8, 3, 5, 5, generator=_gen(0), dtype=torch.float64) * 2 + 1
@@ -1089,10 +1088,9 @@ def proof_000_m_is_batch_size():
         "[At test time mu = (1/m) sum_i x_hat_i and sigma^2 = (1/m) sum_i (x_hat_i - mu)^2,] where x_hat_i are "
         "the samples at test time.",
         "false",
-        "At test time BN normalizes with the running statistics gathered in training (model.eval()), not "
-        "with statistics of the test batch. With the test batch's statistics a prediction depends on what "
-        "else is in the batch: fine for a large shuffled batch, worse for small ones, near chance for "
-        "batches of one class.",
+        "At test time BN normalizes with the running statistics gathered in training (model.eval()), not with "
+        "statistics of the test batch. With the test batch's statistics a prediction depends on what else is in the "
+        "batch: fine for a large shuffled batch, worse for small ones, near chance for batches of one class.",
         "03 §5")
 def proof_000_test_batch_statistics():
     from .mistakes import predict_with_test_batch_statistics
@@ -1111,8 +1109,8 @@ def proof_000_test_batch_statistics():
               and numbers["test_stats_one_class_batches"] < 0.25 + 0.15)
     return passed, (f"eval mode: {numbers['eval_all']:.3f} however the test set is batched; with the test batch's "
                     f"statistics: {numbers['test_stats_all']:.3f} all at once, {numbers['test_stats_batch_2']:.3f} in "
-                    f"pairs, {numbers['test_stats_one_class_batches']:.3f} in batches of one class (chance "
-                    "0.25)."), numbers
+                    f"pairs, {numbers['test_stats_one_class_batches']:.3f} in batches of one class "
+                    "(chance 0.25)."), numbers
 
 
 @_claim("000-optimizer-updates-statistics", "000", "§4, before the optimizer",
@@ -1504,8 +1502,7 @@ def proof_001_causes_vanishing():
 
 @_claim("001-overfitting-under-shift", "001", "§5, challenge 2",
         "BN 层可能会导致模型在某些情况下过度拟合，特别是在训练数据和测试数据之间存在较大的差异时",
-        "The BN layer may make the model overfit in some cases, especially when training and test data differ "
-        "a lot.",
+        "The BN layer may make the model overfit in some cases, especially when training and test data differ a lot.",
         "half-true",
         "A BN net does suffer when the test data come from another distribution: its running statistics "
         "describe the training data. But that is not overfitting: the weights are fine, and recomputing "
@@ -1515,8 +1512,8 @@ def proof_001_overfitting_under_shift():
     numbers = dict(_domain_shift(), shift=SHIFT)
     passed = numbers["shifted"] < numbers["clean"] - 0.2 and numbers["recomputed"] > numbers["clean"] - 0.03
     return passed, (f"test accuracy {numbers['clean']:.3f} on the digits, {numbers['shifted']:.3f} at half the "
-                    "contrast "
-                    f"and brighter, {numbers['recomputed']:.3f} there after recomputing only BN's statistics."), numbers
+                    f"contrast and brighter, {numbers['recomputed']:.3f} there after recomputing only "
+                    "BN's statistics."), numbers
 
 
 @_claim("001-inference-cost", "001", "§5, challenge 3 (and the FAQ)",
@@ -1582,8 +1579,8 @@ def proof_001_l2_and_bn():
               and np.all(none.weight_norm[-1] >= none.weight_norm[0]))
     return passed, (f"10x the weights before a BN: the L2 penalty grows {numbers['l2_penalty_ratio']:.0f}x, the output "
                     f"changes by {numbers['output_change_W_times_10']:.1e}; weight decay 0.01 shrinks those weights' "
-                    "norms over 100 steps (they grow without it), which only speeds up their effective learning "
-                    "rate."), numbers
+                    "norms over 100 steps (they grow without it), which only speeds up their effective "
+                    "learning rate."), numbers
 
 
 # ============================================================================= seed 002: medical imaging
@@ -1734,9 +1731,8 @@ def proof_002_small_batch_overfitting():
               and numbers["gn_batch_2_test"] > max(0.6, numbers["bn_batch_2_test"] + 0.3)
               and numbers["bn_batch_32_test"] > 0.85)
     return passed, (f"BN at batch 2 (one epoch): test {numbers['bn_batch_2_test']:.3f}, train "
-                    f"{numbers['bn_batch_2_train']:.3f} "
-                    f"(it does not fit); GroupNorm at batch 2: {numbers['gn_batch_2_test']:.3f}; BN at batch 32: "
-                    f"{numbers['bn_batch_32_test']:.3f}."), numbers
+                    f"{numbers['bn_batch_2_train']:.3f} (it does not fit); GroupNorm at batch 2: "
+                    f"{numbers['gn_batch_2_test']:.3f}; BN at batch 32: {numbers['bn_batch_32_test']:.3f}."), numbers
 
 
 @_claim("002-dynamic-statistics", "002", "§5, challenge 2",
@@ -1835,20 +1831,18 @@ def proof_002_wrong_axis():
     passed = (numbers["pixel_mean_over_channels"] < 1e-5 and numbers["alone_vs_in_batch"] < 1e-5
               and numbers["channel_mean_over_batch"] > 1e-3 and numbers["real_bn_vs_listing"] > 0.1)
     return passed, ("the listing (run against the stand-in) gives every pixel mean 0 over its channels, and an image "
-                    f"alone the same output as in the batch (difference {numbers['alone_vs_in_batch']:.1e}): not "
-                    "BN."), numbers
+                    f"alone the same output as in the batch (difference {numbers['alone_vs_in_batch']:.1e}): "
+                    "not BN."), numbers
 
 
 @_claim("002-gamma-and-beta", "002", "§4, the BNLayer listing",
-        "self.gamma = self.add_weight(shape=(input_shape[-self.axis],), initializer='ones', "
-        "trainable=self.training)",
+        "self.gamma = self.add_weight(shape=(input_shape[-self.axis],), initializer='ones', trainable=self.training)",
         "self.gamma = self.add_weight(shape=(input_shape[-self.axis],), initializer='ones', trainable=self.training)",
         "false",
-        "With axis=-1, input_shape[-self.axis] is input_shape[1], the image height: after the listing's "
-        "first Conv2D (26 x 26 x 32) gamma has 26 entries for 32 channels and the model fails at its first "
-        "call. And training=None is fixed at construction, so `if self.training:` is always false and beta "
-        "is never used (Keras passes training to call, per call). trainable=None itself means trainable in "
-        "tf.keras 2.x.",
+        "With axis=-1, input_shape[-self.axis] is input_shape[1], the image height: after the listing's first "
+        "Conv2D (26 x 26 x 32) gamma has 26 entries for 32 channels and the model fails at its first call. And "
+        "training=None is fixed at construction, so `if self.training:` is always false and beta is never used "
+        "(Keras passes training to call, per call). trainable=None itself means trainable in tf.keras 2.x.",
         "06 §1")
 def proof_002_gamma_and_beta():
     layer_class = _seed002_layer(fix_reduce_variance=True)
@@ -1896,8 +1890,7 @@ def proof_002_reduces_complexity():
     passed = numbers["parameters_bn"] > numbers["parameters_plain"] and numbers["identity_error"] < 1e-12
     return passed, (f"lesson 06's conv net has {numbers['parameters_plain']} parameters without BN and "
                     f"{numbers['parameters_bn']} with it (plus {numbers['buffers_bn']} buffer values); a BN layer "
-                    "can be "
-                    f"the identity (error {numbers['identity_error']:.1e}), so it removes no capacity."), numbers
+                    f"can be the identity (error {numbers['identity_error']:.1e}), so it removes no capacity."), numbers
 
 
 # ============================================================================= seed 003: a BN module from scratch
@@ -1967,8 +1960,7 @@ def proof_003_stable_distributions():
               and acc["noisy"] > acc["bn"] - 0.08 and acc["noisy"] > acc["plain"] + 0.5)
     return passed, (f"hidden3's input drifts {drift['bn']:.2f} with BN, {drift['plain']:.1f} without; noisy BN drifts "
                     f"{drift['noisy']:.1f} and jumps {jitter['noisy'] / jitter['bn']:.0f}x more than BN between "
-                    "records, "
-                    f"yet reaches {acc['noisy']:.2f} at step {FIG1_STEPS} (BN {acc['bn']:.2f}, plain "
+                    f"records, yet reaches {acc['noisy']:.2f} at step {FIG1_STEPS} (BN {acc['bn']:.2f}, plain "
                     f"{acc['plain']:.2f})."), numbers
 
 
@@ -2012,10 +2004,9 @@ def proof_003_mean_and_variance_learned():
     passed = (numbers["parameters"] == ["weight", "bias"] and not any(numbers["running_stats_require_grad"])
               and numbers["output_change_when_batch_mean_moves_by_5"] < 1e-12)
     return passed, ("BN's learned parameters are " + " and ".join(numbers["parameters"]) + " (gamma, beta); "
-                                                                                           "shifting the "
-                    "whole batch by 5 changes the training output by "
+                    "shifting the whole batch by 5 changes the training output by "
                     f"{numbers['output_change_when_batch_mean_moves_by_5']:.1e}: the mean comes from the "
-                    "batch."), numbers
+                    "batch itself."), numbers
 
 
 @_claim("003-filter-at-output", "003", "§3, step 4",
@@ -2061,9 +2052,8 @@ def proof_003_module_wrong_axis():
     passed = (numbers["vs_layer_norm"] < 1e-4 and numbers["row_means"] < 1e-10 and numbers["column_means"] > 0.1
               and numbers["bn_column_means"] < 1e-10)
     return passed, (f"the article's module equals layer norm to {numbers['vs_layer_norm']:.1e}: every example has "
-                    "mean 0, "
-                    f"the features do not (up to {numbers['column_means']:.2f}); real BN gives every feature mean "
-                    "0."), numbers
+                    f"mean 0, the features do not (up to {numbers['column_means']:.2f}); real BN gives every "
+                    "feature mean 0."), numbers
 
 
 @_claim("003-module-std-plus-eps", "003", "§5, the PyTorch module",
@@ -2159,10 +2149,9 @@ def proof_003_reference():
         "dependencies.] To overcome these limitations, researchers began to study a new network structure: the "
         "batch normalization layer.",
         "false",
-        "BN was proposed to speed up training by reducing internal covariate shift (Ioffe & Szegedy's title), "
-        "not for samples far from the training data or long-term dependencies. It does not help with the "
-        "former: a BN net's running statistics describe the training data, and on shifted test data its "
-        "accuracy falls.",
+        "BN was proposed to speed up training by reducing internal covariate shift (Ioffe & Szegedy's title), not "
+        "for samples far from the training data or long-term dependencies. It does not help with the former: a BN "
+        "net's running statistics describe the training data, and on shifted test data its accuracy falls.",
         "09 §1, 10 §4")
 def proof_004_invented_for_new_samples():
     shift = _domain_shift()
@@ -2198,8 +2187,7 @@ def proof_004_smaller_variance_larger_mean():
               and all(abs(std[f"{i}, bn"] - 1) < 0.01 and abs(mean[f"{i}, bn"]) < 1e-3 for i in (small, large)))
     return passed, (f"step 0, last hidden layer: without BN std {std[small + ', plain']:.2f} (N(0, 0.1^2) weights) or "
                     f"{std[large + ', plain']:.2f} (N(0, 1)); with BN {std[small + ', bn']:.2f} and "
-                    f"{std[large + ', bn']:.2f}, "
-                    "mean 0: larger in one case, smaller in the other."), numbers
+                    f"{std[large + ', bn']:.2f}, mean 0: larger in one case, smaller in the other."), numbers
 
 
 @_claim("004-splits-into-small-batches", "004", "§2.1, BN's definition",
@@ -2245,11 +2233,10 @@ def proof_004_normalizes_each_sample():
         "BN层可以与递归神经网络一起使用，以提高递归神经网络的性能",
         "The BN layer can be used together with recurrent neural networks, to improve their performance.",
         "half-true",
-        "It can: a BN-LSTM with statistics per time step (Cooijmans et al. 2016) learned digit rows faster "
-        "here. But not as a layer dropped in as in a CNN: the hidden path's distribution changes with the "
-        "time step (exactly 0 at t = 0), so BN needs separate statistics per step, a rule beyond the training "
-        "length and masking of padding; recurrent and attention models normalize each example instead "
-        "(LayerNorm).",
+        "It can: a BN-LSTM with statistics per time step (Cooijmans et al. 2016) learned digit rows faster here. "
+        "But not as a layer dropped in as in a CNN: the hidden path's distribution changes with the time step "
+        "(exactly 0 at t = 0), so BN needs separate statistics per step, a rule beyond the training length and "
+        "masking of padding; recurrent and attention models normalize each example instead (LayerNorm).",
         "11 §2-3, §8")
 def proof_004_rnn():
     from .data import digit_sequences
@@ -2263,9 +2250,8 @@ def proof_004_rnn():
     passed = (numbers["accuracy_step_100_bn"] > numbers["accuracy_step_100_plain"] + 0.03 and variance[0] == 0
               and later.max() > 10 * later.min())
     return passed, (f"after 100 steps the per-step BN-LSTM is at {numbers['accuracy_step_100_bn']:.3f}, the plain "
-                    "LSTM at "
-                    f"{numbers['accuracy_step_100_plain']:.3f}; the hidden path's variance is 0 at t = 0 and varies "
-                    f"{float(later.max() / later.min()):.0f}x over the later steps."), numbers
+                    f"LSTM at {numbers['accuracy_step_100_plain']:.3f}; the hidden path's variance is 0 at t = 0 and "
+                    f"varies {float(later.max() / later.min()):.0f}x over the later steps."), numbers
 
 
 @_claim("004-similar-to-regularizers", "004", "§2.2, BN and other layers",
@@ -2330,8 +2316,7 @@ def proof_004_normalization_formula():
                    with_unbiased_variance_vs_torch=_max_abs((x - mu) / torch.sqrt(unbiased + 1e-5), _bn(x)))
     passed = numbers["formula_vs_torch"] < 1e-10 and numbers["with_unbiased_variance_vs_torch"] > 1e-3
     return passed, (f"the article's formula equals torch's BN to {numbers['formula_vs_torch']:.1e}; with 1/(N-1) it "
-                    "would "
-                    f"be off by {numbers['with_unbiased_variance_vs_torch']:.2f} at N = 8."), numbers
+                    f"would be off by {numbers['with_unbiased_variance_vs_torch']:.2f} at N = 8."), numbers
 
 
 def _seed004_layer(listing: str | None = None):
@@ -2359,8 +2344,7 @@ def proof_004_moments_returns_two():
                    output_of_first_layer=out.abs().max())
     passed = error is not None and "expected 3, got 2" in error and numbers["output_of_first_layer"] == 0.0
     return passed, (f"run against the API the listing fails: {error}; with two values, the first layer's statistics "
-                    "over "
-                    "the single channel make every pixel of the image 0."), numbers
+                    "over the single channel make every pixel of the image 0."), numbers
 
 
 @_claim("004-batch-normalization-train", "004", "§4, the BatchNormalization listing",
@@ -2388,9 +2372,8 @@ def proof_004_batch_normalization_train():
                    branches_differ_only_in_train=len(branches) == 2 and without_flag[0] == without_flag[1])
     passed = error is not None and "train" in error and numbers["branches_differ_only_in_train"]
     return passed, (f"against the API: {error}; the two branches pass the same batch moments, so training and "
-                    "inference "
-                    f"would normalize alike. (Before that, self.training: {unset}, to our knowledge of "
-                    "Keras.)"), numbers
+                    f"inference would normalize alike. (Before that, self.training: {unset}, to our knowledge "
+                    "of Keras.)"), numbers
 
 
 @_claim("004-gamma-random-normal", "004", "§4, the BatchNormalization listing",
@@ -2439,9 +2422,8 @@ def proof_004_solves_covariate_shift():
               and numbers["accuracy_at_200_noisy"] > numbers["accuracy_at_200_bn"] - 0.08
               and numbers["loss_range_median_bn"] < numbers["loss_range_median_plain"])
     return passed, (f"ICS ||G - G'|| median {numbers['ics_median_bn']:.2f} with BN vs "
-                    f"{numbers['ics_median_plain']:.2f} "
-                    f"without; noisy BN's inputs jump {jitter['noisy'] / jitter['bn']:.0f}x more than BN's, yet it "
-                    "reaches "
+                    f"{numbers['ics_median_plain']:.2f} without; noisy BN's inputs jump "
+                    f"{jitter['noisy'] / jitter['bn']:.0f}x more than BN's, yet it reaches "
                     f"{numbers['accuracy_at_200_noisy']:.2f} (BN {numbers['accuracy_at_200_bn']:.2f})."), numbers
 
 
@@ -2481,8 +2463,8 @@ def proof_004_bottleneck_at_scale():
                    bn_flops_per_example=per_example)
     passed = cost["sent_ratio"] < 0.02 and cost["syncbn_collectives"] == 106 and per_example[16] == per_example[256]
     return passed, (f"ResNet-50 on 8 devices: SyncBatchNorm sends {100 * cost['sent_ratio']:.2f} % of DDP's bytes but "
-                    f"makes {cost['syncbn_collectives']} collectives a step; BN's work per example is the same at any "
-                    "batch or data size."), numbers
+                    f"makes {cost['syncbn_collectives']} collectives a step; BN's work per example is the same at "
+                    "any batch or data size."), numbers
 
 
 @_claim("004-references-repeated", "004", "the reference list at the end",
@@ -2501,8 +2483,7 @@ def proof_004_references_repeated():
                                                     for i, j in report["repeats"].items())
     passed = report["entries"] == 58 and report["distinct"] == 22 and numbers["repeats_cycle_through_10_to_22"]
     return passed, (f"{report['entries']} entries, {report['distinct']} distinct lines ({report['works']} distinct "
-                    "works), "
-                    f"{numbers['repeats']} repeats, entry {report['cut_off']} cut off."), numbers
+                    f"works), {numbers['repeats']} repeats, entry {report['cut_off']} cut off."), numbers
 
 
 @_claim("004-references-wrong", "004", "the reference list at the end",
