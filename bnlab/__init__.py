@@ -11,6 +11,7 @@
     from bnlab import invariance_table, BA_TABLE_1      # Ba et al. 2016's Table 1, measured and as printed
     from bnlab import SyncBatchNorm, spawn              # BN over several processes (gloo on CPU), and their launcher
     from bnlab import CONVENTIONS, to_torch_momentum    # BN's conventions in torch, Keras, Flax, CS231n, d2l, makemore
+    from bnlab.claims import CLAIMS, run_all            # lesson 13: every seed claim judged, with a proof that runs
     from bnlab.reference import batchnorm_forward       # NumPy BN with caches, for the math lessons
     from bnlab.myths import MYTHS, run_all              # lesson 13: widely held BN myths, each judged by running code
 """
