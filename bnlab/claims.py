@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 __all__ = ["VERDICTS", "SEEDS", "Claim", "ProofResult", "CLAIMS", "claims_table", "claim_counts", "get_claim",
            "run_proof", "run_all", "result_counts", "Citation", "CITATIONS", "check_references",
-           "TF_API", "tf_stand_in", "SEED004_REFERENCES"]
+           "TF_API", "tf_stand_in", "SEED004_REFERENCES", "claims_markdown", "evidence_items"]
 
 VERDICTS = ("true", "false", "half-true", "untestable as stated")
 # what each article is about, as lesson 00 introduces them
@@ -2596,3 +2596,57 @@ def result_counts(results: dict[str, ProofResult]) -> dict[str, dict[str, int]]:
         counts[verdict]["claims"] += 1
         counts[verdict]["supported"] += bool(result.passed)
     return counts
+
+
+# ============================================================================= for lesson 13's pages
+def claims_markdown(seed: str, results: dict[str, ProofResult] | None = None) -> str:
+    """Seed `seed`'s claims as Markdown for the lesson: per claim its id and place in the article, the
+    quote and its translation, the verdict, why, where the course proves it and, given results (from
+    `run_all`), what the proof measured."""
+    if seed not in SEEDS:
+        raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
+    parts = [f"### Seed {seed}: {SEEDS[seed]}"]
+    for c in CLAIMS:
+        if c.seed != seed:
+            continue
+        quote = "\n".join(f"> {line}" if line.strip() else ">" for line in c.quote_zh.splitlines())
+        text = (f"**{c.id}** ({c.where})\n\n{quote}\n>\n> *\"{c.quote_en}\"*\n\n"
+                f"**{c.verdict}.** {c.explanation} *Proved in lesson {c.lesson}.*")
+        if results is not None and c.id in results:
+            text += f"\n\nProof: {results[c.id].summary}"
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
+def _flat_numbers(numbers, prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a (nested) numbers dict, keyed 'outer.inner'; lists as 'key[i]'."""
+    flat: dict[str, float] = {}
+    items = numbers.items() if isinstance(numbers, dict) else enumerate(numbers)
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix and isinstance(numbers, dict) else f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            flat[name] = float(value)
+        elif isinstance(value, (dict, list, tuple)):
+            flat.update(_flat_numbers(value, name))
+    return flat
+
+
+def evidence_items(results: dict[str, ProofResult], myths: dict | None = None) -> list[dict]:
+    """Items for `bnlab.widgets.EvidenceExplorer`: every claim with its proof's result, then (myths:
+    `bnlab.myths.run_all()`'s results) every myth beyond the seeds, numbers flattened to floats."""
+    items = []
+    for c in CLAIMS:
+        r = results[c.id]
+        items.append(dict(id=c.id, source=f"seed {c.seed}", quote=c.quote_zh, translation=c.quote_en, verdict=c.verdict,
+                          explanation=c.explanation, lesson=c.lesson, summary=r.summary, passed=bool(r.passed),
+                          numbers=_flat_numbers(r.numbers)))
+    if myths:
+        from .myths import MYTHS
+
+        for name, r in myths.items():
+            items.append(dict(id=name, source="beyond the seeds", quote="", translation=MYTHS[name].statement,
+                              verdict=r.verdict, explanation=r.summary, lesson="13 §3", summary=r.summary, passed=True,
+                              numbers=_flat_numbers(r.numbers)))
+    return items

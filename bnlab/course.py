@@ -37,7 +37,7 @@ LESSONS = (
     Lesson("10", "10_regularization", "BN, dropout and regularization", "Is BN a regularizer? How do BN and dropout interact?", "000, 001, 002", "48 s"),
     Lesson("11", "11_recurrent_and_beyond", "Recurrent nets and beyond", "Why do RNNs and transformers use other normalizations?", "004", "49 s"),
     Lesson("12", "12_many_devices", "Many devices", "What happens to BN statistics across GPUs or processes (SyncBatchNorm)?", "–", "55 s"),
-    Lesson("13", "13_myths_and_mistakes", "Myths and mistakes", "Which popular claims about BN are wrong, and how can we show it?", "all"),
+    Lesson("13", "13_myths_and_mistakes", "Myths and mistakes", "Which popular claims about BN are wrong, and how can we show it?", "all", "30 s"),
     Lesson("H", "homework/h1_forward_and_running_stats", "Homework H1–H4", "Forward and running statistics, backward, a torch module, BN in a real model: filled in by students, checked by `bnlab.homework`, which names the mistake", "000, 002, 003", "2–4 s each"),
 )
 

@@ -285,3 +285,30 @@ def test_the_two_deep_learning_titles_are_told_apart_by_their_first_author():
     assert "MIT Press" in book and "Nature" in paper
     assert check_references([book, paper])["correct"] == [6, 7]
     assert CITATIONS["goodfellow2016"].title == CITATIONS["lecun2015"].title == "Deep Learning"
+
+
+def test_claims_markdown_quotes_every_claim_of_the_seed_with_its_verdict_and_proof():
+    from bnlab.claims import CLAIMS, ProofResult, claims_markdown
+
+    mine = [c for c in CLAIMS if c.seed == "003"]
+    results = {c.id: ProofResult(c.id, True, {"x": 1.0}, f"measured {c.id}") for c in mine}
+    text = claims_markdown("003", results)
+    for c in mine:
+        assert f"**{c.id}**" in text and c.quote_en in text and f"**{c.verdict}.**" in text
+        assert f"Proof: measured {c.id}" in text
+    assert not any(f"**{c.id}**" in text for c in CLAIMS if c.seed != "003")
+    with pytest.raises(ValueError, match="seed"):
+        claims_markdown("005")
+
+
+def test_evidence_items_flatten_the_numbers_and_feed_the_explorer():
+    from bnlab.claims import CLAIMS, ProofResult, evidence_items
+    from bnlab.widgets import EvidenceExplorer
+
+    results = {c.id: ProofResult(c.id, i % 2 == 0, {"a": 1.5, "b": {"c": 2, "d": [3.0, True]}, "s": "text"}, "x")
+               for i, c in enumerate(CLAIMS)}
+    items = evidence_items(results)
+    assert [item["id"] for item in items] == [c.id for c in CLAIMS]
+    assert items[0]["numbers"] == {"a": 1.5, "b.c": 2.0, "b.d[0]": 3.0}
+    assert items[1]["passed"] is False
+    EvidenceExplorer(items)          # raises on any item it cannot show

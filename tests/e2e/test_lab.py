@@ -40,6 +40,7 @@ LESSONS = {
     "10_regularization.ipynb": ["RegularizationExplorer"],
     "11_recurrent_and_beyond.ipynb": ["SequenceExplorer"],
     "12_many_devices.ipynb": ["ShardExplorer"],
+    "13_myths_and_mistakes.ipynb": ["EvidenceExplorer"],
 }
 
 # Moves the main slider of one explorer through `moves` positions spread over its range (ending on
