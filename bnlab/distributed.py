@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .functional import reduction_shapes, update_running_stats_
+from .functional import check_batch_norm_inputs, reduction_shapes, update_running_stats_
 from .layers import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d
 
 __all__ = ["SyncBatchNorm", "sync_batch_norm", "combine_moments", "channel_moments", "sync_bytes_per_step",
@@ -213,27 +213,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
 
 def _check_sync_inputs(input, running_mean, running_var, weight, bias, eps) -> None:
     """batch_norm's checks without its count check: a rank may hold one value per channel, or none."""
-    if not isinstance(input, torch.Tensor):
-        raise ValueError(f"input must be a torch.Tensor, got {type(input).__name__}")
-    if not input.is_floating_point():
-        raise ValueError(f"input must be a floating-point tensor, got dtype {input.dtype}")
-    if input.dim() < 2:
-        raise ValueError(f"input must have at least 2 dims (N, C, ...), got shape {tuple(input.shape)}")
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must both be given or both be None")
-    channels = input.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        if t is None:
-            continue
-        if tuple(t.shape) != (channels,):
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, but the input has {channels} channels "
-                             f"(shape {tuple(input.shape)}, channels on dim 1)")
-        if t.dtype != input.dtype and not (t.dtype == torch.float32 and input.dtype in (torch.float16,
-                                                                                         torch.bfloat16)):
-            raise ValueError(f"{name} has dtype {t.dtype} but the input has dtype {input.dtype}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    check_batch_norm_inputs(input, running_mean, running_var, weight, bias, True, eps, min_values=0)
 
 
 def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, momentum=0.1, eps=1e-5,

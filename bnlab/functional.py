@@ -55,11 +55,13 @@ def update_running_stats_(running_mean: torch.Tensor, running_var: torch.Tensor,
         running_var.mul_(1 - momentum).add_(var, alpha=momentum)
 
 
-def check_batch_norm_inputs(input, running_mean, running_var, weight, bias, training, eps) -> None:
+def check_batch_norm_inputs(input, running_mean, running_var, weight, bias, training, eps,
+                            min_values: int = 2) -> None:
     """Raise ValueError, naming the argument, unless the arguments fit ``batch_norm``'s contract:
     floating input (N, C, *spatial); running_mean, running_var, weight, bias (C,) or None, of the
     input's dtype (or float32 for float16/bfloat16 input); the running tensors both or neither,
-    required in eval; eps >= 0; in training at least 2 values per channel."""
+    required in eval; eps >= 0; in training at least min_values values per channel (2; SyncBatchNorm's
+    shard of one rank may hold 1 or 0, the whole batch is counted later)."""
     if not isinstance(input, torch.Tensor):
         raise ValueError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if not input.is_floating_point():
@@ -82,7 +84,7 @@ def check_batch_norm_inputs(input, running_mean, running_var, weight, bias, trai
                              "convert one of them (e.g. module.double() or input.float())")
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
-    if training and input.numel() // max(C, 1) < 2:
+    if training and input.numel() // max(C, 1) < min_values:
         raise ValueError("expected more than 1 value per channel when training, "
                          f"got input shape {tuple(input.shape)}")
     if not training and (running_mean is None or running_var is None):
